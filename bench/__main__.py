@@ -1,0 +1,7 @@
+"""`python -m bench ...` (what torchrun launches)."""
+
+import sys
+
+from bench.cli import main
+
+sys.exit(main())

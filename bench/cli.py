@@ -1,0 +1,220 @@
+"""The ``bench`` command line: a thin layer over :mod:`bench.api`.
+
+User errors (``BenchError``) print one line to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from typing import Any
+
+import click
+
+from bench.interfaces import BenchError
+
+EXIT_USAGE = 2
+
+
+def parse_model_args(text: str | None) -> dict[str, Any]:
+    """``k=v,k2=v2`` → dict with ints, floats, booleans and ``none`` converted."""
+    if not text:
+        return {}
+    out: dict[str, Any] = {}
+    for part in re.split(r",(?=\s*[A-Za-z_][\w.-]*\s*=)", text):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BenchError(f"--model-args: expected key=value pairs separated by commas, got {part!r}")
+        out[key] = _convert(value.strip())
+    return out
+
+
+def _convert(value: str) -> Any:
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _print_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="medvlbench", prog_name="bench")
+def cli() -> None:
+    """medvlbench: evaluate medical vision-language models on registered tasks."""
+
+
+@cli.command("list")
+@click.argument("kind", type=click.Choice(["tasks", "models", "datasets", "metrics"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(kind: str, as_json: bool) -> None:
+    """List registered tasks, models, datasets or metrics."""
+    from bench import api
+
+    items = api.list_items(kind)
+    if as_json:
+        _print_json(items)
+        return
+    for item in items:
+        if kind == "tasks":
+            status = "" if item["implemented"] else "  [protocol not implemented]"
+            click.echo(f"{item['name']:28} {item['dataset']:12} {item['protocol']:18} "
+                       f"needs {','.join(item['requires']):10} {','.join(item['metrics'])}{status}")
+        elif kind == "models":
+            click.echo(f"{item['name']:20} {','.join(item['capabilities']):28} {item['description']}")
+        elif kind == "datasets":
+            click.echo(f"{item['name']:16} {item['description']}")
+        else:
+            arrow = "↑" if item["higher_is_better"] else "↓"
+            click.echo(f"{item['name']:16} {arrow} {item['description']}")
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True)
+def plugins_cmd(as_json: bool) -> None:
+    """List loaded plugins: name, distribution version and hooks."""
+    from bench import api
+
+    items = api.list_plugins()
+    if as_json:
+        _print_json(items)
+        return
+    for p in items:
+        state = " (blocked by BENCH_DISABLE_PLUGINS)" if p["blocked"] else ""
+        click.echo(f"{p['name']:12} {p['distribution'] or '-'} {p['version'] or '-'}  {p['module']}  "
+                   f"hooks: {', '.join(p['hooks']) or '-'}{state}")
+
+
+@cli.command("run")
+@click.option("--model", required=True, help="Registered model name (`bench list models`).")
+@click.option("--task", "tasks", required=True, help="Task name(s), comma-separated.")
+@click.option("--model-args", default="", help="k=v,... passed to the model factory (e.g. checkpoint=DIR).")
+@click.option("--data-root", default=None, help="Folder holding one sub-folder per dataset (or BENCH_DATA_ROOT).")
+@click.option("--output", default="runs", show_default=True, help="Where run folders are written.")
+@click.option("--limit", type=int, default=None, help="First N samples per task (result marked not comparable).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--no-cache", is_flag=True, help="Do not read or write the prediction cache.")
+@click.option("--cache", "cache_path", default=None, help="Prediction cache file (default ~/.cache/medvlbench).")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples (0 = off).")
+@click.option("--run-id", default=None, help="Name of the run folder (default: time, model and config hash).")
+@click.option("--no-progress", is_flag=True)
+def run_cmd(**kw: Any) -> None:
+    """Evaluate a model on one or more tasks."""
+    from bench import api
+
+    outcome = api.evaluate(
+        kw["model"], _split(kw["tasks"]), model_args=parse_model_args(kw["model_args"]),
+        data_root=kw["data_root"], output=kw["output"], limit=kw["limit"], batch_size=kw["batch_size"],
+        device=kw["device"], seed=kw["seed"], use_cache=not kw["no_cache"], cache_path=kw["cache_path"],
+        bootstrap=kw["bootstrap"], run_id=kw["run_id"], progress=not kw["no_progress"],
+    )
+    summary = {
+        name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in outcome.results["tasks"].items()
+    }
+    _print_json({"run_dir": str(outcome.run_dir), "metrics": summary})
+
+
+@cli.command("score")
+@click.option("--task", default=None, help="Score with this task's scorer.")
+@click.option("--metrics", default=None, help="Or: comma-separated metric names.")
+@click.option("--predictions", required=True, help="JSONL: id, prediction, reference (+ task fields) per line.")
+@click.option("--output", default=None, help="Also write DIR/scores.json.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def score_cmd(task: str | None, metrics: str | None, predictions: str, output: str | None,
+              bootstrap: int, seed: int) -> None:
+    """Score predictions made elsewhere; prints the metrics as JSON."""
+    from bench import api
+
+    result = api.score(predictions, task=task, metrics=_split(metrics) if metrics else None,
+                       bootstrap=bootstrap, seed=seed, output=output)
+    _print_json(result)
+
+
+@cli.command("train")
+@click.argument("model")
+@click.option("--preset", default="tiny", show_default=True)
+@click.option("--data", default="synthcxr", show_default=True, help="Dataset to train on.")
+@click.option("--data-root", default=None)
+@click.option("--output", default=None, help="Checkpoint folder (default checkpoints/MODEL-PRESET-DATA).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def train_cmd(model: str, preset: str, data: str, data_root: str | None, output: str | None, seed: int,
+              device: str) -> None:
+    """Train a bundled reference model; evaluate it later with --model-args checkpoint=DIR."""
+    from bench import api
+
+    path = api.train(model, preset, data, output, seed=seed, device=device, data_root_dir=data_root)
+    click.echo(str(path))
+
+
+@cli.command("data")
+@click.option("--data-root", default=None)
+def data_cmd(data_root: str | None) -> None:
+    """Show each dataset and whether it is found under the data root."""
+    from bench import api
+    from bench.runner import data_root as resolve_root
+
+    root = resolve_root(data_root)
+    for item in api.list_items("datasets"):
+        if not item["needs_root"]:
+            state = "generated on use"
+        elif root is None:
+            state = "no --data-root / BENCH_DATA_ROOT given"
+        else:
+            folder = root / item["folder"]
+            state = f"found at {folder}" if folder.is_dir() else f"missing: expected {folder}"
+        click.echo(f"{item['name']:16} {state}")
+
+
+@cli.command("demo")
+@click.option("--output", default="runs", show_default=True)
+@click.option("--data-root", default=None)
+@click.option("--bootstrap", type=int, default=1000, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def demo_cmd(output: str, data_root: str | None, bootstrap: int, device: str) -> None:
+    """Train the tiny reference models on synthcxr, run every synthcxr task, write a summary."""
+    from bench import api
+
+    _print_json(api.demo(output, data_root, bootstrap=bootstrap, device=device))
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        cli.main(args=argv, prog_name="bench", standalone_mode=False)
+    except BenchError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE if exc.exit_code == 2 else exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted: finished model calls are cached; run the same command to resume", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Dataset readers (real on-disk formats) and the synthetic dataset."""

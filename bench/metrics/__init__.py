@@ -1,0 +1,1 @@
+"""Pure metric functions (no model, no I/O), grouped by family."""

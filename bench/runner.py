@@ -1,0 +1,419 @@
+"""Model × tasks → per-sample records → metrics → result files.
+
+Everything that can be checked is checked before any work starts (names, capabilities,
+implemented protocols, dataset presence, writable output, cache readable). Records are
+streamed to ``samples/<task>.jsonl.partial`` as they are produced; model outputs go to the
+prediction cache one batch at a time; ``results.json`` is rewritten after each task.
+
+Resume: the same command finds the unfinished run folder with the same configuration hash
+and continues in it: finished tasks are kept, the task in flight is redone with every
+finished model call served from the cache.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as md
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import __version__
+from bench.cache import PredictionCache, default_cache_path
+from bench.cached_model import CachedModel
+from bench.interfaces import (
+    BenchError,
+    DatasetSpec,
+    ModelAdapter,
+    ModelSpec,
+    ProtocolNotImplemented,
+    Sample,
+    Task,
+    TaskSpec,
+    resolve,
+    stable_hash,
+)
+from bench.plugins import Registry, registry
+from reports.io import RESULTS_FILE, SampleWriter, iter_samples, read_results, write_results
+from reports.schema import SCHEMA_VERSION
+
+PACKAGES = ("torch", "numpy", "scikit-learn", "transformers", "pluggy", "tokenizers", "pillow")
+
+
+@dataclass
+class RunConfig:
+    model: str
+    tasks: list[str]
+    model_args: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+    output: str = "runs"
+    limit: int | None = None
+    batch_size: int = 32
+    device: str = "auto"
+    seed: int = 0
+    use_cache: bool = True
+    cache_path: str | None = None
+    bootstrap: int = 1000
+    run_id: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class Plan:
+    config: RunConfig
+    model_spec: ModelSpec
+    tasks: list[TaskSpec]
+    datasets: dict[str, DatasetSpec]
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def data_root(explicit: str | None) -> Path | None:
+    root = explicit or os.environ.get("BENCH_DATA_ROOT")
+    return Path(root).expanduser() if root else None
+
+
+def dataset_folder(spec: DatasetSpec, root: Path | None) -> Path | None:
+    """The dataset's own folder, or None for generated datasets without a data root."""
+    if root is None:
+        if spec.needs_root:
+            raise BenchError(
+                f"dataset {spec.name!r} is read from local files: pass --data-root DIR (or set "
+                f"BENCH_DATA_ROOT) with the dataset in DIR/{spec.folder or spec.name}/. {spec.obtain}".strip()
+            )
+        return None
+    folder = root / (spec.folder or spec.name)
+    if spec.needs_root and not folder.is_dir():
+        raise BenchError(
+            f"dataset {spec.name!r} not found: expected its folder at {folder}. {spec.obtain}".strip()
+        )
+    return folder
+
+
+def check_output_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise BenchError(f"cannot write to output folder {path}: {exc.strerror or exc}") from None
+
+
+def check_capabilities(model: ModelSpec, task: TaskSpec) -> None:
+    missing = sorted(task.requires - model.capabilities)
+    if missing:
+        raise BenchError(
+            f"model {model.name!r} cannot run task {task.name!r}: the task needs capability "
+            f"{', '.join(missing)}, the model has {', '.join(sorted(model.capabilities)) or 'none'}"
+        )
+
+
+def check_implemented(task: TaskSpec) -> None:
+    if task.factory is None:
+        raise ProtocolNotImplemented(
+            f"task {task.name!r}: protocol {task.protocol!r} not implemented yet in this version of "
+            "medvlbench; it is registered so that its name, dataset and metrics are fixed"
+        )
+
+
+def make_plan(config: RunConfig, reg: Registry | None = None) -> Plan:
+    reg = reg or registry()
+    if config.limit is not None and config.limit < 1:
+        raise BenchError(f"--limit must be a positive number of samples, got {config.limit}")
+    if config.batch_size < 1:
+        raise BenchError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.bootstrap < 0:
+        raise BenchError(f"--bootstrap must be 0 (off) or a number of resamples, got {config.bootstrap}")
+    if config.device not in ("auto", "cpu", "cuda") and not config.device.startswith("cuda:"):
+        raise BenchError(f"--device must be auto, cpu or cuda[:N], got {config.device!r}")
+    if not config.tasks:
+        raise BenchError("no task given: pass --task NAME[,NAME...] (`bench list tasks` shows them)")
+    model_spec = reg.get("models", config.model)
+    tasks = [reg.get("tasks", t) for t in config.tasks]
+    root = data_root(config.data_root)
+    datasets: dict[str, DatasetSpec] = {}
+    for task in tasks:
+        check_implemented(task)
+        check_capabilities(model_spec, task)
+        ds = reg.get("datasets", task.dataset)
+        folder = dataset_folder(ds, root)
+        if ds.check is not None and folder is not None:
+            resolve(ds.check)(folder)
+        datasets[ds.name] = ds
+    check_output_dir(Path(config.output))
+    return Plan(config, model_spec, tasks, datasets)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def environment(device: str) -> dict[str, Any]:
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = md.version(name)
+        except md.PackageNotFoundError:
+            packages[name] = None
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "packages": packages,
+        "git_commit": git_commit(),
+        "device": device,
+        "harness_version": __version__,
+        "hostname": platform.node(),
+    }
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+            text=True, timeout=5,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_description(model: ModelAdapter, requested: str) -> str:
+    desc = model.describe().get("device")
+    return str(desc) if desc else requested
+
+
+def load_samples(spec: DatasetSpec, task: TaskSpec, root: Path | None) -> list[Sample]:
+    folder = dataset_folder(spec, root)
+    loader: Callable[..., list[Sample]] = resolve(spec.loader)
+    return loader(folder, task.split, **dict(task.dataset_options))
+
+
+def dataset_fingerprint(dataset: str, samples: Sequence[Sample]) -> str:
+    return stable_hash(
+        {"dataset": dataset, "items": [[s.id, [im.key for im in s.images], s.labels] for s in samples]}, 32
+    )
+
+
+def instantiate_model(spec: ModelSpec, args: Mapping[str, Any], device: str) -> ModelAdapter:
+    factory = resolve(spec.factory)
+    kwargs = dict(args)
+    kwargs.setdefault("device", device)
+    try:
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise BenchError(f"model {spec.name!r}: bad --model-args ({exc})") from None
+    if not isinstance(model, ModelAdapter):
+        raise BenchError(f"model {spec.name!r}: its factory returned {type(model).__name__}, not a ModelAdapter")
+    undeclared = sorted(spec.capabilities - set(model.capabilities))
+    if undeclared:
+        raise BenchError(
+            f"model {spec.name!r} is registered with capability {', '.join(undeclared)} "
+            "that its adapter does not declare"
+        )
+    return model
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _find_resumable(output: Path, config_hash: str) -> Path | None:
+    """An unfinished run folder with the same configuration, newest first."""
+    candidates = []
+    for path in output.glob(f"*/{RESULTS_FILE}"):
+        try:
+            data = read_results(path)
+        except BenchError:
+            continue
+        if data["status"] == "running" and data["config"].get("config_hash") == config_hash:
+            candidates.append(path.parent)
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+# --------------------------------------------------------------------------- run
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    results: dict[str, Any]
+    resumed: bool = False
+
+
+def run(config: RunConfig, reg: Registry | None = None, log: Callable[[str], None] | None = None) -> RunOutcome:
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    plan = make_plan(config, reg)
+    root = data_root(config.data_root)
+    cache = PredictionCache(config.cache_path or default_cache_path()) if config.use_cache else None
+    try:
+        return _run(plan, root, cache, log)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Callable[[str], None]) -> RunOutcome:
+    config = plan.config
+    started = time.perf_counter()
+    model = instantiate_model(plan.model_spec, config.model_args, config.device)
+    model_fp = stable_hash({"model": plan.model_spec.name, "weights": model.fingerprint()}, 32)
+    config_hash = stable_hash(
+        {
+            "model": plan.model_spec.name, "model_fp": model_fp, "model_args": config.model_args,
+            "tasks": config.tasks, "limit": config.limit, "seed": config.seed, "bootstrap": config.bootstrap,
+            "data_root": str(root) if root else None, "schema": SCHEMA_VERSION,
+        }
+    )
+    output = Path(config.output)
+    run_dir = output / config.run_id if config.run_id else _find_resumable(output, config_hash)
+    resumed = run_dir is not None and (run_dir / RESULTS_FILE).exists()
+    if run_dir is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = output / f"{stamp}_{plan.model_spec.name}_{config_hash[:8]}"
+    results: dict[str, Any]
+    if resumed:
+        results = read_results(run_dir)
+        if results["config"].get("config_hash") != config_hash:
+            raise BenchError(f"run folder {run_dir} holds a run with another configuration; choose another --run-id")
+        log(f"resuming unfinished run {run_dir}")
+    else:
+        flags = ["limit"] if config.limit is not None else []
+        results = {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": run_dir.name,
+            "status": "running",
+            "created": _now(),
+            "finished": None,
+            "comparable": not flags,
+            "flags": flags,
+            "model": {
+                "name": plan.model_spec.name,
+                "args": dict(config.model_args),
+                "fingerprint": model_fp,
+                "parameters": model.num_parameters(),
+                "kind": plan.model_spec.kind,
+                "capabilities": sorted(plan.model_spec.capabilities),
+                "description": model.describe(),
+            },
+            "config": {
+                "tasks": list(config.tasks),
+                "seed": config.seed,
+                "bootstrap": config.bootstrap,
+                "limit": config.limit,
+                "batch_size": config.batch_size,
+                "device": config.device,
+                "data_root": str(root) if root else None,
+                "cache": bool(cache),
+                "config_hash": config_hash,
+            },
+            "environment": environment(device_description(model, config.device)),
+            "tasks": {},
+            "wall_time_s": None,
+        }
+    write_results(run_dir, results)
+    sample_cache: dict[tuple[str, str, str], list[Sample]] = {}
+    for spec in plan.tasks:
+        if spec.name in results["tasks"]:
+            log(f"{spec.name}: already finished in this run, kept")
+            continue
+        results["tasks"][spec.name] = _run_task(
+            spec, plan, model, model_fp, cache, root, run_dir, sample_cache, log
+        )
+        write_results(run_dir, results)
+    results["status"] = "complete"
+    results["finished"] = _now()
+    results["wall_time_s"] = round(time.perf_counter() - started, 3)
+    write_results(run_dir, results)
+    return RunOutcome(run_dir, results, resumed)
+
+
+def _run_task(
+    spec: TaskSpec,
+    plan: Plan,
+    model: ModelAdapter,
+    model_fp: str,
+    cache: PredictionCache | None,
+    root: Path | None,
+    run_dir: Path,
+    sample_cache: dict[tuple[str, str, str], list[Sample]],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    config = plan.config
+    task: Task = resolve(spec.factory)(spec)
+    key = (spec.dataset, spec.split, stable_hash(dict(spec.dataset_options)))
+    if key not in sample_cache:
+        sample_cache[key] = load_samples(plan.datasets[spec.dataset], spec, root)
+    samples = task.prepare(list(sample_cache[key]))
+    if config.limit is not None:
+        samples = samples[: config.limit]
+    if not samples:
+        raise BenchError(f"task {spec.name}: the {spec.split} split of {spec.dataset} has no usable samples")
+    proxy = CachedModel(model, model_fp, cache, scope=spec.name)
+    start = time.perf_counter()
+    writer = SampleWriter(run_dir, spec.name)
+    try:
+        progress = _progress(len(samples), spec.name, config.progress)
+        for record in task.predict(proxy, samples, config.batch_size):
+            writer.write(record)
+            progress.update(1)
+        progress.close()
+        path = writer.finish()
+    finally:
+        writer.close()
+    if writer.count != len(samples):
+        raise RuntimeError(f"task {spec.name} produced {writer.count} records for {len(samples)} samples")
+    predict_s = time.perf_counter() - start
+    records = list(iter_samples(path, validate=False))
+    metrics = task.score(records, config.bootstrap, config.seed)
+    wall = time.perf_counter() - start
+    flags = ["limit"] if config.limit is not None else []
+    summary = ", ".join(
+        f"{name}={m['value']:.4f}" for name, m in metrics.items() if isinstance(m.get("value"), float)
+    )
+    log(f"{spec.name}: {summary} (n={len(samples)}, {wall:.1f}s, cache hits {proxy.stats.cache_hits})")
+    return {
+        "task": spec.name,
+        "dataset": spec.dataset,
+        "protocol": spec.protocol,
+        "split": spec.split,
+        "family": spec.family,
+        "dataset_fingerprint": dataset_fingerprint(spec.dataset, samples),
+        "n_samples": len(samples),
+        "metrics": metrics,
+        "config": task.config(),
+        "samples_file": str(path.relative_to(run_dir)),
+        "wall_time_s": round(wall, 4),
+        "predict_time_s": round(predict_s, 4),
+        "model_time_s": round(proxy.stats.model_seconds, 4),
+        "throughput_samples_per_s": round(len(samples) / predict_s, 3) if predict_s > 0 else None,
+        "calls": proxy.stats.to_json(),
+        "comparable": not flags,
+        "flags": flags,
+    }
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoProgress()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", file=sys.stderr, dynamic_ncols=True, leave=False)

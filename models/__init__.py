@@ -1,0 +1,1 @@
+"""Model adapters: reference baselines and paper re-implementations."""

@@ -1,0 +1,1 @@
+"""The result format: schema, read/write, comparison of results, per-run HTML reports."""

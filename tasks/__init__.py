@@ -1,0 +1,1 @@
+"""Task adapters (one module per protocol) and the catalog of named task instances."""

@@ -1,0 +1,74 @@
+"""The named task instances: dataset split + protocol + metrics.
+
+A spec whose ``factory`` is None names a protocol that has not been implemented yet; the
+runner refuses it with "protocol not implemented" instead of producing numbers.
+"""
+
+from __future__ import annotations
+
+from bench.interfaces import BACKBONE, EMBED, GENERATE, GROUND, TaskSpec
+
+SYNTH_FINDINGS = (
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion", "Pneumothorax", "Nodule",
+)
+FIVE_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+
+ZERO_SHOT = "tasks.zero_shot:ZeroShotClassification"
+
+
+def synthcxr_tasks() -> list[TaskSpec]:
+    zs = dict(dataset="synthcxr", protocol="zero_shot", split="test", requires=frozenset({EMBED}),
+              factory=ZERO_SHOT, family="zero-shot")
+    specs = [
+        TaskSpec(
+            name="synthcxr_zs", metrics=("AUC", "F1", "ACC"),
+            description="Zero-shot multi-label classification of 7 findings (CheXzero prompts).",
+            options={"mode": "multilabel", "classes": SYNTH_FINDINGS, "uncertain": "positive"}, **zs,
+        ),
+        TaskSpec(
+            name="synthcxr_zs_5class", metrics=("ACC", "F1", "AUC"),
+            description="Zero-shot 5-class classification on one-finding images (CheXpert-5x200 rule).",
+            options={"mode": "multiclass", "classes": FIVE_CLASSES}, **zs,
+        ),
+        TaskSpec(
+            name="synthcxr_grounding", dataset="synthcxr", protocol="grounding", split="test",
+            metrics=("CNR",), requires=frozenset({GROUND}), factory=None, family="grounding",
+            description="Phrase grounding: contrast-to-noise ratio of similarity maps inside finding boxes.",
+        ),
+        TaskSpec(
+            name="synthcxr_retrieval", dataset="synthcxr", protocol="retrieval", split="test",
+            metrics=("Prec@1", "Prec@5", "Prec@10", "Recall@1", "Recall@5", "Recall@10"),
+            requires=frozenset({EMBED}), factory=None, family="retrieval",
+            description="Image-text retrieval: class-level Prec@K and instance-level Recall@K.",
+        ),
+        TaskSpec(
+            name="synthcxr_vqa", dataset="synthcxr", protocol="vqa", split="test",
+            metrics=("BLEU-1", "Closed Q Acc", "Open Q Recall", "Recall", "Open Q Acc", "F1"),
+            requires=frozenset({GENERATE}), factory=None, family="vqa",
+            dataset_options={"view": "vqa"},
+            description="Visual question answering (MultiMedEval metrics).",
+        ),
+        TaskSpec(
+            name="synthcxr_rrg", dataset="synthcxr", protocol="report_generation", split="test",
+            metrics=("BLEU-1", "BLEU-4", "ROUGE-L", "CheXbert F1-14", "CheXbert F1-5", "F1-RadGraph"),
+            requires=frozenset({GENERATE}), factory=None, family="report generation",
+            description="Findings generation scored with NLG and clinical metrics.",
+        ),
+        TaskSpec(
+            name="synthcxr_diag", dataset="synthcxr", protocol="diagnosis", split="test",
+            metrics=("Accuracy", "Macro-F1"), requires=frozenset({GENERATE}), factory=None, family="diagnosis",
+            description="Label-set diagnosis by a generative model answering from a candidate list.",
+        ),
+    ]
+    for pct in (1, 10, 100):
+        specs.append(TaskSpec(
+            name=f"synthcxr_ft_{pct}pct", dataset="synthcxr", protocol="finetune", split="test",
+            metrics=("AUC", "F1", "ACC"), requires=frozenset({BACKBONE}), factory=None, family="fine-tune",
+            options={"fraction": pct / 100},
+            description=f"Fine-tuning / linear probe on {pct} % of the training labels.",
+        ))
+    return specs
+
+
+def all_tasks() -> list[TaskSpec]:
+    return synthcxr_tasks()
