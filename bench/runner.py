@@ -141,8 +141,8 @@ def make_plan(config: RunConfig, reg: Registry | None = None) -> Plan:
     root = data_root(config.data_root)
     datasets: dict[str, DatasetSpec] = {}
     for task in tasks:
-        check_implemented(task)
         check_capabilities(model_spec, task)
+        check_implemented(task)
         ds = reg.get("datasets", task.dataset)
         folder = dataset_folder(ds, root)
         if ds.check is not None and folder is not None:

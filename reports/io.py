@@ -46,7 +46,9 @@ def validate_results(data: Mapping[str, Any], source: str = "results") -> None:
         jsonschema.validate(data, results_schema())
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise BenchError(f"{source} does not match the result schema {SCHEMA_VERSION} at {where}: {exc.message}")
+        raise BenchError(
+            f"{source} does not match the result schema {SCHEMA_VERSION} at {where}: {exc.message}"
+        ) from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -102,15 +104,14 @@ class SampleWriter:
         self.final = samples_path(run_dir, task)
         self.partial = self.final.with_name(self.final.name + PARTIAL_SUFFIX)
         self.final.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: TextIO | None = open(self.partial, "w", encoding="utf-8")  # noqa: SIM115
+        # line-buffered: every record reaches the file as soon as it is produced
+        self._fh: TextIO | None = open(self.partial, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
         self.count = 0
 
     def write(self, record: Mapping[str, Any]) -> None:
         assert self._fh is not None
         self._fh.write(to_json_line(record) + "\n")
         self.count += 1
-        if self.count % 64 == 0:
-            self._fh.flush()
 
     def finish(self) -> Path:
         assert self._fh is not None

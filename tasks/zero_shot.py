@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 
 from bench.interfaces import BenchError, ModelAdapter, Sample, Task, TaskSpec, batched
-from bench.metrics.classification import chexzero_probability, multiclass_report, multilabel_report, zscore_columns
+from bench.metrics.classification import (
+    chexzero_probability,
+    multiclass_report,
+    multilabel_report,
+    zscore_columns,
+)
 
 DEFAULTS: dict[str, Any] = {
     "mode": "multilabel",  # or "multiclass"
