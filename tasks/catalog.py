@@ -14,6 +14,11 @@ SYNTH_FINDINGS = (
 FIVE_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
 ZERO_SHOT = "tasks.zero_shot:ZeroShotClassification"
+RETRIEVAL = "tasks.retrieval:ImageTextRetrieval"
+RETRIEVAL_METRICS = (
+    "Recall@1 i2t", "Recall@5 i2t", "Recall@10 i2t", "Recall@1 t2i", "Recall@5 t2i", "Recall@10 t2i",
+    "MeanRank i2t", "MedianRank i2t", "MeanRank t2i", "MedianRank t2i", "Prec@1", "Prec@2", "Prec@5", "Prec@10",
+)
 
 
 def synthcxr_tasks() -> list[TaskSpec]:
@@ -37,9 +42,10 @@ def synthcxr_tasks() -> list[TaskSpec]:
         ),
         TaskSpec(
             name="synthcxr_retrieval", dataset="synthcxr", protocol="retrieval", split="test",
-            metrics=("Prec@1", "Prec@5", "Prec@10", "Recall@1", "Recall@5", "Recall@10"),
-            requires=frozenset({EMBED}), factory=None, family="retrieval",
-            description="Image-text retrieval: class-level Prec@K and instance-level Recall@K.",
+            metrics=RETRIEVAL_METRICS, requires=frozenset({EMBED}), factory=RETRIEVAL, family="retrieval",
+            options={"classes": FIVE_CLASSES, "text_section": "findings"},
+            description="Image-text retrieval: instance-level Recall@K both ways (findings texts, duplicates "
+            "merged) and class-level Prec@K on the one-finding subset.",
         ),
         TaskSpec(
             name="synthcxr_vqa", dataset="synthcxr", protocol="vqa", split="test",

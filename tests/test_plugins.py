@@ -20,7 +20,7 @@ import hashlib
 
 import numpy as np
 
-from bench.interfaces import EMBED, ModelAdapter, ModelSpec, TaskSpec, as_pil
+from bench.interfaces import EMBED, DatasetSpec, ModelAdapter, ModelSpec, TaskSpec, as_pil
 from bench.plugins import hookimpl
 
 
@@ -62,9 +62,22 @@ def bench_register_models():
                       description="third-party toy", kind="dual encoder")]
 
 
+def load_toyreal(root, split):
+    raise AssertionError("never reached: the folder check refuses first")
+
+
+@hookimpl
+def bench_register_datasets():
+    return [DatasetSpec("toyreal", "thirdparty_bench.plugin:load_toyreal", folder="ToyReal-1.0",
+                        obtain="ToyReal is credentialed: request access from its publisher.")]
+
+
 @hookimpl
 def bench_register_tasks():
-    return [TaskSpec(name="toy_synth_zs", dataset="synthcxr", protocol="zero_shot", split="test",
+    return [TaskSpec(name="toyreal_zs", dataset="toyreal", protocol="zero_shot", split="test", metrics=("AUC",),
+                     requires=frozenset({EMBED}), factory="tasks.zero_shot:ZeroShotClassification",
+                     options={"classes": ("Edema",)}),
+            TaskSpec(name="toy_synth_zs", dataset="synthcxr", protocol="zero_shot", split="test",
                      metrics=("AUC", "F1", "ACC"), requires=frozenset({EMBED}),
                      factory="tasks.zero_shot:ZeroShotClassification", family="zero-shot",
                      options={"classes": ("Cardiomegaly", "Pleural Effusion")})]
@@ -128,7 +141,7 @@ def test_third_party_distribution_registers_task_and_model(thirdparty, tmp_path)
     plugins = json.loads(run_bench("plugins", "--json", env=thirdparty).stdout)
     toy = next(p for p in plugins if p["name"] == "toy")
     assert toy["distribution"] == "thirdparty-bench" and toy["version"] == "0.3.1"
-    assert toy["hooks"] == ["bench_register_models", "bench_register_tasks"]
+    assert toy["hooks"] == ["bench_register_datasets", "bench_register_models", "bench_register_tasks"]
 
     res = run_bench("run", "--model", "toy-pixel", "--task", "toy_synth_zs", "--model-args", "scale=2",
                     "--output", str(tmp_path / "runs"), "--bootstrap", "50", "--no-progress", env=thirdparty)
@@ -180,3 +193,16 @@ def test_unknown_name_suggests_close_matches():
     reg = load_registry()
     with pytest.raises(BenchError, match="Did you mean: synthcxr_zs"):
         reg.get("tasks", "synthcxr_z")
+
+
+def test_missing_dataset_is_refused_before_work(thirdparty, tmp_path):
+    out = tmp_path / "runs"
+    res = run_bench("run", "--model", "toy-pixel", "--task", "toyreal_zs", "--output", str(out), env=thirdparty)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "dataset 'toyreal' is read from local files: pass --data-root" in res.stderr
+    assert "ToyReal-1.0" in res.stderr and "request access" in res.stderr
+    res = run_bench("run", "--model", "toy-pixel", "--task", "toyreal_zs", "--output", str(out),
+                    "--data-root", str(tmp_path / "data"), env=thirdparty)
+    assert res.returncode == 2
+    assert f"dataset 'toyreal' not found: expected its folder at {tmp_path / 'data' / 'ToyReal-1.0'}" in res.stderr
+    assert not out.exists() or not any(out.iterdir())
