@@ -1,0 +1,1 @@
+"""Reference baselines (small, trainable from scratch) used to validate the harness."""

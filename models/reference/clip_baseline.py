@@ -1,0 +1,526 @@
+"""``clip-baseline``: a CLIP-style dual encoder trained from scratch on image-report pairs.
+
+A small ViT and a small text transformer are projected linearly into a shared space and trained
+with the symmetric InfoNCE loss (learnable temperature: logit scale initialised to 1/0.07 and
+clamped at 100). Reports are split into sentences and a random subset is used per step as text
+augmentation (as in MedCLIP/BioViL-style training); identical captions in a batch count as
+positives of each other instead of false negatives.
+
+Presets: ``tiny`` (trains on the synthetic dataset in a few CPU minutes) and ``paper``
+(CLIP ViT-B/16 at 224 px, 12-layer 512-wide text transformer, embed 512, batch 256, lr 5e-4,
+weight decay 0.2; for a GPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.interfaces import (
+    BACKBONE,
+    EMBED,
+    TRAIN,
+    BenchError,
+    ModelAdapter,
+    Sample,
+    as_pil,
+    batched,
+    stable_hash,
+)
+from models.components.devices import resolve_device
+from models.components.image_preprocess import ImagePreprocessor, TrainAugment
+from models.components.projector import LinearProjector
+from models.components.text_encoder import TextEncoderConfig, TextTransformer
+from models.components.tokenizer import TextTokenizer
+from models.components.trainer import (
+    TrainConfig,
+    TrainResult,
+    load_checkpoint,
+    save_checkpoint,
+    seed_everything,
+    state_dict_bytes,
+    train,
+)
+from models.components.vit import PooledImageEncoder, VisionTransformer, ViTConfig
+
+MODEL_NAME = "clip-baseline"
+FORMAT_VERSION = 1
+TOKENIZER_FILE = "tokenizer.json"
+LOGIT_SCALE_INIT = 1 / 0.07
+LOGIT_SCALE_MAX = 100.0
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "vision": {"image_size": 64, "patch_size": 8, "in_chans": 1, "width": 160, "depth": 4, "heads": 4,
+                   "pool": "mean", "stem": "conv"},
+        "text": {"max_length": 64, "width": 128, "depth": 2, "heads": 4, "pool": "mean", "causal": False},
+        "embed_dim": 128,
+        "tokenizer": {"kind": "wordpiece", "vocab_size": 2000},
+        "preprocess": {"channels": 1, "mean": [0.5], "std": [0.25], "resize_mode": "resize"},
+        "train": {
+            "epochs": 16,
+            "batch_size": 32,
+            "lr": 1e-3,
+            "weight_decay": 0.05,
+            "warmup_ratio": 0.1,
+            "min_lr_ratio": 0.0,
+            "max_grad_norm": 1.0,
+            "grad_accum": 1,
+            "sentences_per_image": 4,
+            "p_full_report": 0.2,
+            "augment": False,
+        },
+    },
+    "paper": {
+        "vision": {
+            "image_size": 224,
+            "patch_size": 16,
+            "in_chans": 3,
+            "width": 768,
+            "depth": 12,
+            "heads": 12,
+        },
+        "text": {"max_length": 77, "width": 512, "depth": 12, "heads": 8, "pool": "eos", "causal": True},
+        "embed_dim": 512,
+        "tokenizer": {"kind": "bpe", "vocab_size": 30000},
+        "preprocess": {"channels": 3, "mean": CLIP_MEAN, "std": CLIP_STD, "resize_mode": "center_crop"},
+        "train": {
+            "epochs": 30,
+            "batch_size": 256,
+            "lr": 5e-4,
+            "weight_decay": 0.2,
+            "warmup_ratio": 0.05,
+            "min_lr_ratio": 0.0,
+            "max_grad_norm": 1.0,
+            "grad_accum": 1,
+            "sentences_per_image": 1,
+            "p_full_report": 0.3,
+            "augment": True,
+        },
+    },
+}
+
+# Used to build the tokenizer of an untrained model, so that it encodes text without any data.
+BUILTIN_VOCAB_TEXT = """
+No acute cardiopulmonary process. The lungs are clear. No focal consolidation, pleural effusion or
+pneumothorax. The cardiomediastinal silhouette is normal. Heart size is normal. Mild cardiomegaly.
+Moderate cardiomegaly. Enlarged cardiac silhouette. Small left pleural effusion. Large right pleural
+effusion. Bilateral pleural effusions. Blunting of the costophrenic angle. Right upper lobe
+consolidation. Left lower lobe consolidation concerning for pneumonia. Airspace opacity. Bibasilar
+atelectasis. Subsegmental atelectasis. Linear atelectasis at the lung bases. Pulmonary edema.
+Mild interstitial edema. Vascular congestion. Small apical pneumothorax. Left pneumothorax.
+Pulmonary nodule in the right upper lobe. A nodule measuring 8 mm. Calcified granuloma.
+No finding. Normal chest radiograph. Possible atelectasis. May represent consolidation.
+Cannot exclude a small pneumothorax. Unchanged compared to prior. Improved. Worsened. Stable.
+Support devices: endotracheal tube, nasogastric tube, central venous catheter, pacemaker.
+Osseous structures are intact. Degenerative changes of the spine. Elevated hemidiaphragm.
+""".strip()
+
+_INIT_ARGS = ("checkpoint", "preset", "device", "seed", "batch_size")
+_FIT_KEYS = (
+    "preset", "epochs", "lr", "seed", "device", "val_data", "log",
+    "batch_size", "weight_decay", "warmup_ratio", "max_grad_norm", "grad_accum",
+    "sentences_per_image", "p_full_report", "augment", "continue",
+)  # fmt: skip
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_SPLIT.split(text.strip()) if s.strip()]
+
+
+def _check_preset(preset: str) -> str:
+    if preset not in PRESETS:
+        raise BenchError(f"unknown preset {preset!r} for {MODEL_NAME}: expected one of {', '.join(PRESETS)}")
+    return preset
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj))
+
+
+def build_config(preset: str, vocab_size: int) -> dict[str, Any]:
+    """The full model config (architecture + preprocessing + defaults) for ``preset``."""
+    _check_preset(preset)
+    p = copy.deepcopy(PRESETS[preset])
+    vision = ViTConfig(**p["vision"]).to_dict()
+    text = TextEncoderConfig(**{**p["text"], "vocab_size": vocab_size, "pad_id": 0}).to_dict()
+    preprocess = ImagePreprocessor(size=vision["image_size"], **p["preprocess"]).to_dict()
+    return _jsonable(
+        {
+            "model": MODEL_NAME,
+            "format_version": FORMAT_VERSION,
+            "preset": preset,
+            "vision": vision,
+            "text": text,
+            "embed_dim": p["embed_dim"],
+            "tokenizer": p["tokenizer"],
+            "preprocess": preprocess,
+            "logit_scale_init": LOGIT_SCALE_INIT,
+            "logit_scale_max": LOGIT_SCALE_MAX,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- the network
+
+
+class ClipModel(nn.Module):
+    """Image tower + text tower + linear projections + learnable temperature."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.visual = VisionTransformer(ViTConfig(**config["vision"]))
+        self.text = TextTransformer(TextEncoderConfig(**config["text"]))
+        self.image_proj = LinearProjector(self.visual.width, config["embed_dim"])
+        self.text_proj = LinearProjector(self.text.width, config["embed_dim"])
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(config["logit_scale_init"])))
+        self.logit_scale_max = float(config["logit_scale_max"])
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(self.visual(images)[0]), dim=-1)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_proj(self.text(input_ids, attention_mask)[0]), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=self.logit_scale_max)
+
+
+def clip_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    scale: torch.Tensor,
+    positives: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE between ``B`` images and ``T`` texts.
+
+    ``positives[i, j]`` (bool ``[B, T]``) marks text ``j`` as a caption of image ``i``; the
+    targets spread evenly over each row's (image -> text) and each column's (text -> image)
+    positives. ``None`` means the usual one-to-one pairing (``B == T``, diagonal positives).
+    """
+    logits = scale * image_emb.float() @ text_emb.float().t()
+    if positives is None:
+        targets = torch.arange(logits.shape[0], device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+    pos = positives.float()
+    loss_i = -((pos / pos.sum(dim=1, keepdim=True)) * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    pos_t = pos.t()
+    loss_t = -((pos_t / pos_t.sum(dim=1, keepdim=True)) * F.log_softmax(logits.t(), dim=1)).sum(dim=1).mean()
+    return 0.5 * (loss_i + loss_t)
+
+
+def caption_positives(owner: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, n_images: int) -> torch.Tensor:
+    """``[n_images, T]`` bool: text ``j`` belongs to image ``i`` or is identical to one of its texts.
+
+    ``owner[j]`` is the index of the image text ``j`` was drawn for. Identical captions of
+    different images (e.g. "No pneumothorax.") are positives of each other, not false negatives.
+    """
+    ids = ids * mask
+    same = (ids[:, None, :] == ids[None, :, :]).all(dim=-1).float()  # [T, T]
+    own = F.one_hot(owner.to(ids.device), n_images).t().float()  # [B, T]
+    return (own @ same) > 0
+
+
+# --------------------------------------------------------------------------- the adapter
+
+
+class ClipBaseline(ModelAdapter):
+    name = MODEL_NAME
+    capabilities = frozenset({EMBED, BACKBONE, TRAIN})
+
+    def __init__(
+        self,
+        checkpoint: str | None = None,
+        preset: str = "tiny",
+        device: str = "auto",
+        seed: int = 0,
+        batch_size: int = 64,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise BenchError(
+                f"{MODEL_NAME}: unknown argument(s) {', '.join(sorted(kwargs))}; accepted: {', '.join(_INIT_ARGS)}"
+            )
+        super().__init__(checkpoint=checkpoint, preset=preset, device=device, seed=seed, batch_size=batch_size)
+        _check_preset(preset)
+        if int(batch_size) <= 0:
+            raise BenchError(f"{MODEL_NAME}: batch_size must be positive, got {batch_size}")
+        self.device = resolve_device(device)
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.checkpoint: str | None = None
+        self.last_train_result: TrainResult | None = None
+        if checkpoint is not None:
+            self.load(checkpoint)
+        else:
+            self._init_random(preset, self.seed)
+
+    # ------------------------------------------------------------------ construction
+
+    def _install(self, config: dict[str, Any], model: ClipModel, tokenizer: TextTokenizer) -> None:
+        self.config = config
+        self.preset = config["preset"]
+        self.tokenizer = tokenizer
+        self.preprocessor = ImagePreprocessor.from_dict(config["preprocess"])
+        self.model = model.to(self.device).eval()
+
+    def _init_random(self, preset: str, seed: int) -> None:
+        tok_cfg = PRESETS[preset]["tokenizer"]
+        tokenizer = TextTokenizer.train(
+            split_sentences(BUILTIN_VOCAB_TEXT), vocab_size=tok_cfg["vocab_size"], kind=tok_cfg["kind"]
+        )
+        config = build_config(preset, tokenizer.vocab_size)
+        seed_everything(seed)
+        self._install(config, ClipModel(config), tokenizer)
+        self._random_init = True
+
+    def load(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise BenchError(f"{MODEL_NAME}: checkpoint directory not found: {directory}")
+        if not (directory / TOKENIZER_FILE).is_file():
+            raise BenchError(f"{MODEL_NAME}: checkpoint {directory} is missing {TOKENIZER_FILE}")
+        config, state = load_checkpoint(directory)
+        if config.get("model") != MODEL_NAME:
+            raise BenchError(f"checkpoint {directory} holds model {config.get('model')!r}, not {MODEL_NAME!r}")
+        tokenizer = TextTokenizer.load(directory / TOKENIZER_FILE)
+        try:
+            model = ClipModel(config)
+        except (KeyError, TypeError) as exc:
+            raise BenchError(f"checkpoint {directory}: config.json is incomplete: {exc}") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise BenchError(f"checkpoint {directory}: weights do not match config.json: {exc}") from None
+        if tokenizer.vocab_size != config["text"]["vocab_size"]:
+            raise BenchError(
+                f"checkpoint {directory}: {TOKENIZER_FILE} has {tokenizer.vocab_size} tokens, "
+                f"config.json expects {config['text']['vocab_size']}"
+            )
+        self._install(config, model, tokenizer)
+        self._random_init = False
+        self.checkpoint = str(directory)
+
+    def save(self, directory: str | Path) -> None:
+        save_checkpoint(directory, self.model, self.config, {TOKENIZER_FILE: self.tokenizer.to_str()})
+
+    # ------------------------------------------------------------------ identity
+
+    def fingerprint(self) -> str:
+        if self._random_init:
+            return stable_hash({"random-init": self.config, "seed": self.seed})
+        h = hashlib.sha256()
+        h.update(hashlib.sha256(state_dict_bytes(self.model)).digest())
+        h.update(hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).digest())
+        h.update(bytes.fromhex(self.tokenizer.sha256()))
+        return h.hexdigest()[:16]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "dual encoder",
+            "preset": self.preset,
+            "checkpoint": self.checkpoint,
+            "trained": not self._random_init,
+            "embed_dim": self.config["embed_dim"],
+            "image_size": self.config["vision"]["image_size"],
+            "parameters": self.num_parameters(),
+        }
+
+    # ------------------------------------------------------------------ embed
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config["embed_dim"])
+
+    def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
+        """ImageRefs / PIL images / paths -> normalised ``[N, C, S, S]`` float32 tensor (CPU)."""
+        return self.preprocessor([as_pil(im) for im in images])
+
+    def encode_images(self, images: Sequence[Any]) -> np.ndarray:
+        self.model.eval()
+        out = [np.zeros((0, self.embed_dim), dtype=np.float32)]
+        with torch.inference_mode():
+            for chunk in batched(images, self.batch_size):
+                x = self.preprocess(chunk).to(self.device)
+                out.append(self.model.encode_image(x).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise BenchError("encode_texts() expects a sequence of strings, not a single string")
+        self.model.eval()
+        max_len = self.config["text"]["max_length"]
+        out = [np.zeros((0, self.embed_dim), dtype=np.float32)]
+        with torch.inference_mode():
+            for chunk in batched(texts, self.batch_size):
+                ids, mask = self.tokenizer.encode(chunk, max_length=max_len)
+                emb = self.model.encode_text(ids.to(self.device), mask.to(self.device))
+                out.append(emb.float().cpu().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    # ------------------------------------------------------------------ backbone
+
+    def image_backbone(self) -> tuple[nn.Module, int]:
+        """A copy of the image tower: ``module(preprocess(images)) -> pooled [N, width]``.
+
+        It is a copy, so fine-tuning it does not change this adapter's embeddings or fingerprint.
+        """
+        module = PooledImageEncoder(copy.deepcopy(self.model.visual)).to(self.device).eval()
+        return module, module.feature_dim
+
+    # ------------------------------------------------------------------ train
+
+    def fit(self, train_data: Sequence[Sample], config: Mapping[str, Any]) -> None:
+        """Train on image-report pairs (from scratch unless ``config["continue"]`` is true).
+
+        config keys: preset, epochs, lr, seed, device, val_data, log, batch_size, weight_decay,
+        warmup_ratio, max_grad_norm, grad_accum, sentences_per_image, p_full_report, augment, continue.
+        Defaults come from the preset's ``train`` section.
+        """
+        config = dict(config or {})
+        unknown = sorted(set(config) - set(_FIT_KEYS))
+        if unknown:
+            raise BenchError(
+                f"{MODEL_NAME}.fit: unknown config key(s) {', '.join(unknown)}; accepted: {', '.join(_FIT_KEYS)}"
+            )
+        preset = _check_preset(config.get("preset") or self.preset)
+        defaults = PRESETS[preset]["train"]
+        hp = {**defaults, **{k: v for k, v in config.items() if k in defaults}}
+        seed = int(config.get("seed", self.seed))
+        device = resolve_device(config["device"]) if config.get("device") else self.device
+        log: Callable[[str], None] | None = config.get("log")
+        pairs = [(s.image, s.report) for s in train_data if s.images and s.report]
+        if len(pairs) < 2:
+            raise BenchError(f"{MODEL_NAME}.fit needs at least 2 samples with an image and a report, got {len(pairs)}")
+        t0 = time.perf_counter()
+
+        if config.get("continue"):
+            if preset != self.preset:
+                raise BenchError(f"cannot continue training a {self.preset!r} model with preset {preset!r}")
+            tokenizer, model_config, model = self.tokenizer, dict(self.config), self.model
+        else:
+            tok_cfg = PRESETS[preset]["tokenizer"]
+            tokenizer = TextTokenizer.train(
+                [t for _, t in pairs], vocab_size=tok_cfg["vocab_size"], kind=tok_cfg["kind"]
+            )
+            model_config = build_config(preset, tokenizer.vocab_size)
+            seed_everything(seed)
+            model = ClipModel(model_config)
+        pre = ImagePreprocessor.from_dict(model_config["preprocess"])
+        images = pre.load([ref for ref, _ in pairs])  # [N, C, S, S] in [0, 1], cached for all epochs
+        sentences = [split_sentences(t) for _, t in pairs]
+        reports = [t for _, t in pairs]
+        if log:
+            log(f"{MODEL_NAME}: {len(pairs)} pairs, vocab {tokenizer.vocab_size}, images cached in "
+                f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
+
+        batch_size = min(int(hp["batch_size"]), len(pairs))
+        steps_per_epoch = max(1, len(pairs) // batch_size)  # drop the ragged last batch
+        max_len = model_config["text"]["max_length"]
+        augment = TrainAugment() if hp["augment"] else None
+        p_full, per_image = float(hp["p_full_report"]), int(hp["sentences_per_image"])
+
+        def pick_texts(i: int, gen: torch.Generator) -> list[str]:
+            """Up to ``per_image`` random sentences of report ``i``; the whole report with ``p_full``."""
+            sents = sentences[i]
+            if len(sents) <= 1 or float(torch.rand((), generator=gen)) < p_full:
+                return [reports[i]]
+            chosen = torch.randperm(len(sents), generator=gen)[:per_image].tolist()
+            return [sents[j] for j in chosen]
+
+        def batches(epoch: int):
+            gen = torch.Generator().manual_seed(seed * 1000003 + epoch)
+            order = torch.randperm(len(pairs), generator=gen)
+            for b in range(steps_per_epoch):
+                idx = order[b * batch_size : (b + 1) * batch_size]
+                x = images[idx]
+                if augment is not None:
+                    x = augment(x, generator=gen)
+                texts, owner = [], []
+                for k, i in enumerate(idx.tolist()):
+                    picked = pick_texts(i, gen)
+                    texts.extend(picked)
+                    owner.extend([k] * len(picked))
+                ids, mask = tokenizer.encode(texts, max_length=max_len)
+                positives = caption_positives(torch.tensor(owner), ids, mask, len(idx))
+                yield {"images": pre.normalize(x), "ids": ids, "mask": mask, "positives": positives}
+
+        def loss_fn(m: ClipModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            img = m.encode_image(batch["images"])
+            txt = m.encode_text(batch["ids"], batch["mask"])
+            scale = m.scale()
+            return {"loss": clip_loss(img, txt, scale, batch["positives"]), "logit_scale": scale.detach()}
+
+        validate = None
+        val_data = config.get("val_data")
+        if val_data:
+            val_pairs = [(s.image, s.report) for s in val_data if s.images and s.report]
+            val_images = pre([ref for ref, _ in val_pairs])
+            val_reports = [t for _, t in val_pairs]
+
+            def validate(m: ClipModel, epoch: int) -> dict[str, float]:
+                total, n = 0.0, 0
+                for start in range(0, len(val_pairs), batch_size):
+                    ids, mask = tokenizer.encode(val_reports[start : start + batch_size], max_length=max_len)
+                    ids, mask = ids.to(device), mask.to(device)
+                    img = m.encode_image(val_images[start : start + batch_size].to(device))
+                    txt = m.encode_text(ids, mask)
+                    k = len(ids)
+                    positives = caption_positives(torch.arange(k), ids, mask, k)
+                    total += float(clip_loss(img, txt, m.scale(), positives)) * k
+                    n += k
+                return {"loss": total / max(n, 1)}
+
+        tcfg = TrainConfig(
+            epochs=int(hp["epochs"]),
+            lr=float(hp["lr"]),
+            weight_decay=float(hp["weight_decay"]),
+            warmup_ratio=float(hp["warmup_ratio"]),
+            min_lr_ratio=float(hp["min_lr_ratio"]),
+            grad_accum=int(hp["grad_accum"]),
+            max_grad_norm=float(hp["max_grad_norm"]) if hp["max_grad_norm"] else None,
+            seed=seed,
+            val_mode="min",
+            log_every=max(1, steps_per_epoch // 2) if log else 0,
+        )
+        result = train(
+            model,
+            batches,
+            loss_fn,
+            tcfg,
+            steps_per_epoch=steps_per_epoch,
+            device=device,
+            log=log,
+            validate=validate,
+            val_metric="loss",
+        )
+        result.wall_time_s = time.perf_counter() - t0
+        model_config = _jsonable(
+            {**model_config, "train": {**hp, "seed": seed, "samples": len(pairs), "steps": result.steps}}
+        )
+        self.device = device
+        self._install(model_config, model, tokenizer)
+        self._random_init = False
+        self.checkpoint = None
+        self.last_train_result = result
+        if log:
+            log(f"{MODEL_NAME}: trained {result.steps} steps in {result.wall_time_s:.1f}s")
