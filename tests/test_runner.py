@@ -98,8 +98,17 @@ def test_rescoring_the_samples_file_gives_the_same_metrics(trained_run, tmp_path
                           "--output", str(tmp_path))
     assert out == run["tasks"]["synthcxr_zs"]["metrics"]
     assert json.loads((tmp_path / "scores.json").read_text()) == out
-    # the generic metric path agrees on the point estimate
-    generic = _run_json_score("--metrics", "AUC", "--predictions", str(samples), "--bootstrap", "20")
+    # the generic metric path refuses uncertain labels instead of guessing a policy ...
+    res = run_bench("score", "--metrics", "AUC", "--predictions", str(samples))
+    assert res.returncode == 2 and "uncertain labels (-1) need a task's policy" in res.stderr
+    # ... and agrees with the task once the labels carry the task's policy (uncertain -> 1, missing -> 0)
+    binary = tmp_path / "binary.jsonl"
+    with binary.open("w") as fh:
+        for line in samples.read_text().splitlines():
+            rec = json.loads(line)
+            rec["reference"] = {c: int(v in (1, -1)) for c, v in rec["reference"].items()}
+            fh.write(json.dumps(rec) + "\n")
+    generic = _run_json_score("--metrics", "AUC", "--predictions", str(binary), "--bootstrap", "20")
     assert generic["AUC"]["value"] == pytest.approx(out["AUC"]["value"], abs=1e-12)
 
 

@@ -227,15 +227,26 @@ def _bundle(
 
 
 def _matrices(predictions: Sequence[Any], references: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Records whose prediction/reference are scalars or {class: value} dicts → matrices."""
+    """Records whose prediction/reference are scalars or {class: value} dicts → matrices.
+
+    References must be 0/1 (a missing class is NaN and left out). Other values, such as -1 for
+    uncertain, need a policy that only a task knows: they are refused, never guessed.
+    """
     if predictions and isinstance(predictions[0], Mapping):
         classes = sorted({c for ref in references for c in ref})
         y = np.array([[ref.get(c) for c in classes] for ref in references], dtype=float)
         s = np.array([[float(pred.get(c, np.nan)) for c in classes] for pred in predictions], dtype=float)
-        return y, s, classes
-    y = np.asarray(references, dtype=float)[:, None]
-    s = np.asarray(predictions, dtype=float)[:, None]
-    return y, s, ["positive"]
+    else:
+        classes = ["positive"]
+        y = np.asarray(references, dtype=float)[:, None]
+        s = np.asarray(predictions, dtype=float)[:, None]
+    bad = sorted({float(v) for v in y[np.isfinite(y)]} - {0.0, 1.0})
+    if bad:
+        raise ValueError(
+            f"reference labels must be 0 or 1, found {bad}; uncertain labels (-1) need a task's policy: "
+            "score with --task instead"
+        )
+    return y, s, classes
 
 
 def auc(predictions: Sequence[Any], references: Sequence[Any]) -> float:

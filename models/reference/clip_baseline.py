@@ -66,8 +66,16 @@ CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "vision": {"image_size": 64, "patch_size": 8, "in_chans": 1, "width": 160, "depth": 4, "heads": 4,
-                   "pool": "mean", "stem": "conv"},
+        "vision": {
+            "image_size": 64,
+            "patch_size": 8,
+            "in_chans": 1,
+            "width": 160,
+            "depth": 4,
+            "heads": 4,
+            "pool": "mean",
+            "stem": "conv",
+        },
         "text": {"max_length": 64, "width": 128, "depth": 2, "heads": 4, "pool": "mean", "causal": False},
         "embed_dim": 128,
         "tokenizer": {"kind": "wordpiece", "vocab_size": 2000},
@@ -82,7 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "max_grad_norm": 1.0,
             "grad_accum": 1,
             "sentences_per_image": 4,
-            "p_full_report": 0.2,
+            "sentence_loss_weight": 1.0,
             "augment": False,
         },
     },
@@ -108,8 +116,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             "min_lr_ratio": 0.0,
             "max_grad_norm": 1.0,
             "grad_accum": 1,
-            "sentences_per_image": 1,
-            "p_full_report": 0.3,
+            "sentences_per_image": 4,
+            "sentence_loss_weight": 1.0,
             "augment": True,
         },
     },
@@ -135,7 +143,7 @@ _INIT_ARGS = ("checkpoint", "preset", "device", "seed", "batch_size")
 _FIT_KEYS = (
     "preset", "epochs", "lr", "seed", "device", "val_data", "log",
     "batch_size", "weight_decay", "warmup_ratio", "max_grad_norm", "grad_accum",
-    "sentences_per_image", "p_full_report", "augment", "continue",
+    "sentences_per_image", "sentence_loss_weight", "augment", "continue",
 )  # fmt: skip
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+")
 
@@ -393,7 +401,8 @@ class ClipBaseline(ModelAdapter):
         """Train on image-report pairs (from scratch unless ``config["continue"]`` is true).
 
         config keys: preset, epochs, lr, seed, device, val_data, log, batch_size, weight_decay,
-        warmup_ratio, max_grad_norm, grad_accum, sentences_per_image, p_full_report, augment, continue.
+        warmup_ratio, max_grad_norm, grad_accum, sentences_per_image, sentence_loss_weight, augment,
+        continue.
         Defaults come from the preset's ``train`` section.
         """
         config = dict(config or {})
@@ -437,15 +446,7 @@ class ClipBaseline(ModelAdapter):
         steps_per_epoch = max(1, len(pairs) // batch_size)  # drop the ragged last batch
         max_len = model_config["text"]["max_length"]
         augment = TrainAugment() if hp["augment"] else None
-        p_full, per_image = float(hp["p_full_report"]), int(hp["sentences_per_image"])
-
-        def pick_texts(i: int, gen: torch.Generator) -> list[str]:
-            """Up to ``per_image`` random sentences of report ``i``; the whole report with ``p_full``."""
-            sents = sentences[i]
-            if len(sents) <= 1 or float(torch.rand((), generator=gen)) < p_full:
-                return [reports[i]]
-            chosen = torch.randperm(len(sents), generator=gen)[:per_image].tolist()
-            return [sents[j] for j in chosen]
+        per_image, sent_weight = int(hp["sentences_per_image"]), float(hp["sentence_loss_weight"])
 
         def batches(epoch: int):
             gen = torch.Generator().manual_seed(seed * 1000003 + epoch)
@@ -455,20 +456,35 @@ class ClipBaseline(ModelAdapter):
                 x = images[idx]
                 if augment is not None:
                     x = augment(x, generator=gen)
-                texts, owner = [], []
-                for k, i in enumerate(idx.tolist()):
-                    picked = pick_texts(i, gen)
-                    texts.extend(picked)
-                    owner.extend([k] * len(picked))
-                ids, mask = tokenizer.encode(texts, max_length=max_len)
-                positives = caption_positives(torch.tensor(owner), ids, mask, len(idx))
-                yield {"images": pre.normalize(x), "ids": ids, "mask": mask, "positives": positives}
+                ids, mask = tokenizer.encode([reports[i] for i in idx.tolist()], max_length=max_len)
+                batch = {
+                    "images": pre.normalize(x),
+                    "ids": ids,
+                    "mask": mask,
+                    "positives": caption_positives(torch.arange(len(idx)), ids, mask, len(idx)),
+                }
+                if per_image > 0:  # a few random sentences of each report, as extra captions
+                    texts, owner = [], []
+                    for k, i in enumerate(idx.tolist()):
+                        chosen = torch.randperm(len(sentences[i]), generator=gen)[:per_image].tolist()
+                        texts.extend(sentences[i][j] for j in chosen)
+                        owner.extend([k] * len(chosen))
+                    s_ids, s_mask = tokenizer.encode(texts, max_length=max_len)
+                    batch["sent_ids"], batch["sent_mask"] = s_ids, s_mask
+                    batch["sent_positives"] = caption_positives(torch.tensor(owner), s_ids, s_mask, len(idx))
+                yield batch
 
         def loss_fn(m: ClipModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             img = m.encode_image(batch["images"])
-            txt = m.encode_text(batch["ids"], batch["mask"])
             scale = m.scale()
-            return {"loss": clip_loss(img, txt, scale, batch["positives"]), "logit_scale": scale.detach()}
+            report_loss = clip_loss(img, m.encode_text(batch["ids"], batch["mask"]), scale, batch["positives"])
+            out = {"loss": report_loss, "report_loss": report_loss.detach(), "logit_scale": scale.detach()}
+            if "sent_ids" in batch:
+                txt = m.encode_text(batch["sent_ids"], batch["sent_mask"])
+                sent_loss = clip_loss(img, txt, scale, batch["sent_positives"])
+                out["loss"] = report_loss + sent_weight * sent_loss
+                out["sentence_loss"] = sent_loss.detach()
+            return out
 
         validate = None
         val_data = config.get("val_data")
