@@ -32,24 +32,37 @@ def list_items(kind: str, reg: Registry | None = None) -> list[dict[str, Any]]:
     if kind == "models":
         return [
             {
-                "name": n, "capabilities": sorted(s.capabilities), "kind": s.kind, "presets": list(s.presets),
-                "description": s.description, "plugin": reg.owners[("models", n)],
+                "name": n,
+                "capabilities": sorted(s.capabilities),
+                "kind": s.kind,
+                "presets": list(s.presets),
+                "description": s.description,
+                "plugin": reg.owners[("models", n)],
             }
             for n, s in sorted(reg.models.items())
         ]
     if kind == "datasets":
         return [
             {
-                "name": n, "description": s.description, "splits": list(s.splits), "needs_root": s.needs_root,
-                "folder": s.folder or n, "obtain": s.obtain, "plugin": reg.owners[("datasets", n)],
+                "name": n,
+                "description": s.description,
+                "splits": list(s.splits),
+                "needs_root": s.needs_root,
+                "folder": s.folder or n,
+                "obtain": s.obtain,
+                "plugin": reg.owners[("datasets", n)],
             }
             for n, s in sorted(reg.datasets.items())
         ]
     if kind == "metrics":
         return [
             {
-                "name": n, "higher_is_better": s.higher_is_better, "description": s.description,
-                "level": s.level, "family": s.family, "plugin": reg.owners[("metrics", n)],
+                "name": n,
+                "higher_is_better": s.higher_is_better,
+                "description": s.description,
+                "level": s.level,
+                "family": s.family,
+                "plugin": reg.owners[("metrics", n)],
             }
             for n, s in sorted(reg.metrics.items())
         ]
@@ -60,8 +73,12 @@ def list_plugins(reg: Registry | None = None) -> list[dict[str, Any]]:
     reg = reg or registry()
     return [
         {
-            "name": p.name, "module": p.module, "distribution": p.distribution, "version": p.version,
-            "hooks": p.hooks, "blocked": p.blocked,
+            "name": p.name,
+            "module": p.module,
+            "distribution": p.distribution,
+            "version": p.version,
+            "hooks": p.hooks,
+            "blocked": p.blocked,
         }
         for p in reg.plugins
     ]
@@ -87,7 +104,15 @@ def score(
     seed: int = 0,
     output: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score predictions made elsewhere, with a task's scorer or with named metrics."""
+    """Score predictions made elsewhere, with a task's scorer or with named metrics.
+
+    With named metrics, each metric is either a plain function ``fn(predictions, references) -> float``
+    (bootstrapped by recomputing it on resampled samples) or an additive metric
+    (:class:`bench.metrics.stats.AdditiveMetric`: per-sample sufficient statistics + an aggregator), which is
+    bootstrapped exactly from its statistics; metrics sharing a ``stats_key`` compute the statistics once.
+    A metric whose optional tool is missing (:class:`~bench.metrics.unavailable.MetricUnavailable`) is
+    reported with ``value``/``ci95`` null and ``"unavailable": reason``.
+    """
     if (task is None) == (not metrics):
         raise BenchError("give exactly one of --task or --metrics")
     reg = registry()
@@ -102,26 +127,59 @@ def score(
             check_implemented(spec)
         result = resolve(spec.factory)(spec).score(records, bootstrap, seed)
     else:
-        from bench.metrics.stats import bootstrap_ci
-
-        result = {}
-        preds = [r["prediction"] for r in records]
-        refs = [r["reference"] for r in records]
-        for name in metrics or ():
-            fn = resolve(reg.get("metrics", name).fn)
-            try:
-                value = float(fn(preds, refs))
-            except (TypeError, ValueError, KeyError) as exc:
-                raise BenchError(f"metric {name}: cannot score these predictions ({exc})") from None
-
-            def stat(idx: Any, fn: Any = fn) -> float:
-                return float(fn([preds[i] for i in idx], [refs[i] for i in idx]))
-
-            low, high = bootstrap_ci(stat, len(records), bootstrap, seed)
-            result[name] = {"value": value, "ci95": [low, high], "n": len(records)}
+        result = _score_metrics(records, list(metrics or ()), reg, bootstrap, seed)
     if output is not None:
         out = Path(output)
         atomic_write_text(out / "scores.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _score_metrics(
+    records: list[dict[str, Any]], names: list[str], reg: Registry, bootstrap: int, seed: int
+) -> dict[str, Any]:
+    import math
+
+    import numpy as np
+
+    from bench.metrics.stats import additive_bootstrap_cis, bootstrap_ci, is_additive
+    from bench.metrics.unavailable import MetricUnavailable
+
+    def finite(x: float | None) -> float | None:
+        return x if x is not None and math.isfinite(x) else None
+
+    n = len(records)
+    preds = [r["prediction"] for r in records]
+    refs = [r["reference"] for r in records]
+    stats_cache: dict[str, Any] = {}
+    additive: dict[str, tuple[Any, Any]] = {}  # name -> (metric, per-sample statistics): bootstrapped together
+    result: dict[str, Any] = {}
+    for name in names:
+        fn = resolve(reg.get("metrics", name).fn)
+        try:
+            if is_additive(fn):
+                key = getattr(fn, "stats_key", None) or name
+                if key not in stats_cache:
+                    stats_cache[key] = np.asarray(fn.stats(preds, refs), dtype=np.float64).reshape(n, -1)
+                stats = stats_cache[key]
+                value = float(fn.aggregate(stats.sum(axis=0), n))
+                additive[name] = (fn, stats)
+                low = high = None
+            else:
+                value = float(fn(preds, refs))
+
+                def stat(idx: Any, fn: Any = fn) -> float:
+                    return float(fn([preds[i] for i in idx], [refs[i] for i in idx]))
+
+                low, high = bootstrap_ci(stat, n, bootstrap, seed)
+        except MetricUnavailable as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            result[name] = {"value": None, "ci95": [None, None], "n": n, "unavailable": reason}
+            continue
+        except (TypeError, ValueError, KeyError) as exc:
+            raise BenchError(f"metric {name}: cannot score these predictions ({exc})") from None
+        result[name] = {"value": finite(value), "ci95": [finite(low), finite(high)], "n": n}
+    for name, (low, high) in additive_bootstrap_cis(additive, bootstrap, seed).items():
+        result[name]["ci95"] = [finite(low), finite(high)]
     return result
 
 
@@ -161,12 +219,16 @@ def train(
     adapter = instantiate_model(spec, {"preset": preset, "seed": seed}, device)
     log(f"training {model} (preset {preset}) on {data}: {len(train_samples)} train, {len(val_samples)} val samples")
     start = time.perf_counter()
-    adapter.fit(train_samples, {"preset": preset, "seed": seed, "device": device, "val_data": val_samples,
-                                "log": log})
+    adapter.fit(train_samples, {"preset": preset, "seed": seed, "device": device, "val_data": val_samples, "log": log})
     adapter.save(out)
     record = {
-        "model": model, "preset": preset, "data": data, "seed": seed, "device": device,
-        "train_samples": len(train_samples), "seconds": round(time.perf_counter() - start, 2),
+        "model": model,
+        "preset": preset,
+        "data": data,
+        "seed": seed,
+        "device": device,
+        "train_samples": len(train_samples),
+        "seconds": round(time.perf_counter() - start, 2),
         "fingerprint": adapter.fingerprint(),
     }
     atomic_write_text(out / TRAINING_RECORD, json.dumps(record, indent=2) + "\n")
@@ -190,7 +252,8 @@ def demo_tasks(model: str, reg: Registry | None = None) -> list[str]:
     reg = reg or registry()
     caps = reg.models[model].capabilities
     return [
-        name for name, t in sorted(reg.tasks.items())
+        name
+        for name, t in sorted(reg.tasks.items())
         if t.dataset == "synthcxr" and t.factory is not None and t.requires <= caps
     ]
 
@@ -222,8 +285,14 @@ def demo(
         else:
             log(f"reusing trained checkpoint {ckpt}")
         outcome = evaluate(
-            name, tasks, log=log, model_args={"checkpoint": str(ckpt)}, output=str(output),
-            bootstrap=bootstrap, device=device, data_root=data_root_dir,
+            name,
+            tasks,
+            log=log,
+            model_args={"checkpoint": str(ckpt)},
+            output=str(output),
+            bootstrap=bootstrap,
+            device=device,
+            data_root=data_root_dir,
         )
         run_dirs.append(outcome.run_dir)
     if not run_dirs:

@@ -77,9 +77,7 @@ class CachedModel:
             self.stats.model_seconds += time.perf_counter() - start
             self.stats.model_items += len(todo)
             if len(computed) != len(todo):
-                raise RuntimeError(
-                    f"model {self.model.name!r} returned {len(computed)} outputs for {len(todo)} inputs"
-                )
+                raise RuntimeError(f"model {self.model.name!r} returned {len(computed)} outputs for {len(todo)} inputs")
             store = []
             for i, value in zip(todo, computed, strict=True):
                 out[i] = value
@@ -105,9 +103,7 @@ class CachedModel:
 
     def similarity_map(self, image: ImageRef, phrase: str) -> np.ndarray:
         key = (self.fingerprint, EMBED_SCOPE, _image_key(image), "map:" + stable_hash(phrase, 32))
-        [value] = self._through(
-            [key], [(image, phrase)], lambda xs: [np.asarray(self.model.similarity_map(*xs[0]))]
-        )
+        [value] = self._through([key], [(image, phrase)], lambda xs: [np.asarray(self.model.similarity_map(*xs[0]))])
         return value
 
     # ------------------------------------------------------------------ generate

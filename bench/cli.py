@@ -74,8 +74,10 @@ def list_cmd(kind: str, as_json: bool) -> None:
     for item in items:
         if kind == "tasks":
             status = "" if item["implemented"] else "  [protocol not implemented]"
-            click.echo(f"{item['name']:28} {item['dataset']:12} {item['protocol']:18} "
-                       f"needs {','.join(item['requires']):10} {','.join(item['metrics'])}{status}")
+            click.echo(
+                f"{item['name']:28} {item['dataset']:12} {item['protocol']:18} "
+                f"needs {','.join(item['requires']):10} {','.join(item['metrics'])}{status}"
+            )
         elif kind == "models":
             click.echo(f"{item['name']:20} {','.join(item['capabilities']):28} {item['description']}")
         elif kind == "datasets":
@@ -97,8 +99,10 @@ def plugins_cmd(as_json: bool) -> None:
         return
     for p in items:
         state = " (blocked by BENCH_DISABLE_PLUGINS)" if p["blocked"] else ""
-        click.echo(f"{p['name']:12} {p['distribution'] or '-'} {p['version'] or '-'}  {p['module']}  "
-                   f"hooks: {', '.join(p['hooks']) or '-'}{state}")
+        click.echo(
+            f"{p['name']:12} {p['distribution'] or '-'} {p['version'] or '-'}  {p['module']}  "
+            f"hooks: {', '.join(p['hooks']) or '-'}{state}"
+        )
 
 
 @cli.command("run")
@@ -121,14 +125,22 @@ def run_cmd(**kw: Any) -> None:
     from bench import api
 
     outcome = api.evaluate(
-        kw["model"], _split(kw["tasks"]), model_args=parse_model_args(kw["model_args"]),
-        data_root=kw["data_root"], output=kw["output"], limit=kw["limit"], batch_size=kw["batch_size"],
-        device=kw["device"], seed=kw["seed"], use_cache=not kw["no_cache"], cache_path=kw["cache_path"],
-        bootstrap=kw["bootstrap"], run_id=kw["run_id"], progress=not kw["no_progress"],
+        kw["model"],
+        _split(kw["tasks"]),
+        model_args=parse_model_args(kw["model_args"]),
+        data_root=kw["data_root"],
+        output=kw["output"],
+        limit=kw["limit"],
+        batch_size=kw["batch_size"],
+        device=kw["device"],
+        seed=kw["seed"],
+        use_cache=not kw["no_cache"],
+        cache_path=kw["cache_path"],
+        bootstrap=kw["bootstrap"],
+        run_id=kw["run_id"],
+        progress=not kw["no_progress"],
     )
-    summary = {
-        name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in outcome.results["tasks"].items()
-    }
+    summary = {name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in outcome.results["tasks"].items()}
     _print_json({"run_dir": str(outcome.run_dir), "metrics": summary})
 
 
@@ -139,13 +151,20 @@ def run_cmd(**kw: Any) -> None:
 @click.option("--output", default=None, help="Also write DIR/scores.json.")
 @click.option("--bootstrap", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def score_cmd(task: str | None, metrics: str | None, predictions: str, output: str | None,
-              bootstrap: int, seed: int) -> None:
+def score_cmd(
+    task: str | None, metrics: str | None, predictions: str, output: str | None, bootstrap: int, seed: int
+) -> None:
     """Score predictions made elsewhere; prints the metrics as JSON."""
     from bench import api
 
-    result = api.score(predictions, task=task, metrics=_split(metrics) if metrics else None,
-                       bootstrap=bootstrap, seed=seed, output=output)
+    result = api.score(
+        predictions,
+        task=task,
+        metrics=_split(metrics) if metrics else None,
+        bootstrap=bootstrap,
+        seed=seed,
+        output=output,
+    )
     _print_json(result)
 
 
@@ -157,8 +176,9 @@ def score_cmd(task: str | None, metrics: str | None, predictions: str, output: s
 @click.option("--output", default=None, help="Checkpoint folder (default checkpoints/MODEL-PRESET-DATA).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def train_cmd(model: str, preset: str, data: str, data_root: str | None, output: str | None, seed: int,
-              device: str) -> None:
+def train_cmd(
+    model: str, preset: str, data: str, data_root: str | None, output: str | None, seed: int, device: str
+) -> None:
     """Train a bundled reference model; evaluate it later with --model-args checkpoint=DIR."""
     from bench import api
 

@@ -351,9 +351,7 @@ class Task:
         """Filter/order samples for this protocol (e.g. one class per image)."""
         return samples
 
-    def predict(
-        self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int
-    ) -> Iterator[dict[str, Any]]:
+    def predict(self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int) -> Iterator[dict[str, Any]]:
         raise NotImplementedError
 
     def score(self, records: Sequence[Mapping[str, Any]], bootstrap: int, seed: int) -> dict[str, MetricValue]:

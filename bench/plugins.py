@@ -101,8 +101,7 @@ def _collect(manager: pluggy.PluginManager, hook: str, cls: type[S], kind: str) 
         for spec in result or ():
             if not isinstance(spec, cls):
                 raise BenchError(
-                    f"plugin {plugin_name!r} returned {type(spec).__name__} from {hook}(); "
-                    f"expected {cls.__name__}"
+                    f"plugin {plugin_name!r} returned {type(spec).__name__} from {hook}(); expected {cls.__name__}"
                 )
             if spec.name in table:
                 raise BenchError(

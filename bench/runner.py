@@ -92,9 +92,7 @@ def dataset_folder(spec: DatasetSpec, root: Path | None) -> Path | None:
         return None
     folder = root / (spec.folder or spec.name)
     if spec.needs_root and not folder.is_dir():
-        raise BenchError(
-            f"dataset {spec.name!r} not found: expected its folder at {folder}. {spec.obtain}".strip()
-        )
+        raise BenchError(f"dataset {spec.name!r} not found: expected its folder at {folder}. {spec.obtain}".strip())
     return folder
 
 
@@ -180,8 +178,11 @@ def git_commit() -> str | None:
             ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
-            text=True, timeout=5,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -270,9 +271,15 @@ def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Call
     model_fp = stable_hash({"model": plan.model_spec.name, "weights": model.fingerprint()}, 32)
     config_hash = stable_hash(
         {
-            "model": plan.model_spec.name, "model_fp": model_fp, "model_args": config.model_args,
-            "tasks": config.tasks, "limit": config.limit, "seed": config.seed, "bootstrap": config.bootstrap,
-            "data_root": str(root) if root else None, "schema": SCHEMA_VERSION,
+            "model": plan.model_spec.name,
+            "model_fp": model_fp,
+            "model_args": config.model_args,
+            "tasks": config.tasks,
+            "limit": config.limit,
+            "seed": config.seed,
+            "bootstrap": config.bootstrap,
+            "data_root": str(root) if root else None,
+            "schema": SCHEMA_VERSION,
         }
     )
     output = Path(config.output)
@@ -327,9 +334,7 @@ def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Call
         if spec.name in results["tasks"]:
             log(f"{spec.name}: already finished in this run, kept")
             continue
-        results["tasks"][spec.name] = _run_task(
-            spec, plan, model, model_fp, cache, root, run_dir, sample_cache, log
-        )
+        results["tasks"][spec.name] = _run_task(spec, plan, model, model_fp, cache, root, run_dir, sample_cache, log)
         write_results(run_dir, results)
     results["status"] = "complete"
     results["finished"] = _now()
@@ -378,9 +383,7 @@ def _run_task(
     metrics = task.score(records, config.bootstrap, config.seed)
     wall = time.perf_counter() - start
     flags = ["limit"] if config.limit is not None else []
-    summary = ", ".join(
-        f"{name}={m['value']:.4f}" for name, m in metrics.items() if isinstance(m.get("value"), float)
-    )
+    summary = ", ".join(f"{name}={m['value']:.4f}" for name, m in metrics.items() if isinstance(m.get("value"), float))
     log(f"{spec.name}: {summary} (n={len(samples)}, {wall:.1f}s, cache hits {proxy.stats.cache_hits})")
     return {
         "task": spec.name,

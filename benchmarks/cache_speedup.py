@@ -28,8 +28,15 @@ def main() -> None:
     model_args = {"checkpoint": args.checkpoint} if args.checkpoint else {"preset": args.preset}
     tasks = args.tasks.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        options = dict(model_args=model_args, output=str(Path(tmp) / "runs"), cache_path=str(Path(tmp) / "c.sqlite"),
-                       batch_size=args.batch_size, bootstrap=200, progress=False, device="cpu")
+        options = dict(
+            model_args=model_args,
+            output=str(Path(tmp) / "runs"),
+            cache_path=str(Path(tmp) / "c.sqlite"),
+            batch_size=args.batch_size,
+            bootstrap=200,
+            progress=False,
+            device="cpu",
+        )
         timings = []
         results = []
         for _ in range(2):
@@ -42,22 +49,34 @@ def main() -> None:
     for task in tasks:
         a, b = first["tasks"][task], second["tasks"][task]
         same = a["metrics"] == b["metrics"]
-        rows.append({
-            "task": task, "n": a["n_samples"],
-            "predict_s_uncached": a["predict_time_s"], "predict_s_cached": b["predict_time_s"],
-            "speedup": round(a["predict_time_s"] / max(b["predict_time_s"], 1e-9), 1),
-            "model_items_uncached": a["calls"]["model_items"], "model_items_cached": b["calls"]["model_items"],
-            "identical_metrics": same,
-        })
+        rows.append(
+            {
+                "task": task,
+                "n": a["n_samples"],
+                "predict_s_uncached": a["predict_time_s"],
+                "predict_s_cached": b["predict_time_s"],
+                "speedup": round(a["predict_time_s"] / max(b["predict_time_s"], 1e-9), 1),
+                "model_items_uncached": a["calls"]["model_items"],
+                "model_items_cached": b["calls"]["model_items"],
+                "identical_metrics": same,
+            }
+        )
     total_first = sum(first["tasks"][t]["predict_time_s"] for t in tasks)
     total_second = sum(second["tasks"][t]["predict_time_s"] for t in tasks)
-    print(json.dumps({
-        "model": "clip-baseline", "model_args": model_args, "tasks": rows,
-        "predict_s_total": [round(total_first, 3), round(total_second, 3)],
-        "predict_speedup_total": round(total_first / max(total_second, 1e-9), 1),
-        "run_wall_s": [round(t, 3) for t in timings],
-        "run_wall_speedup": round(timings[0] / timings[1], 1),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": "clip-baseline",
+                "model_args": model_args,
+                "tasks": rows,
+                "predict_s_total": [round(total_first, 3), round(total_second, 3)],
+                "predict_speedup_total": round(total_first / max(total_second, 1e-9), 1),
+                "run_wall_s": [round(t, 3) for t in timings],
+                "run_wall_speedup": round(timings[0] / timings[1], 1),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -86,9 +86,7 @@ def read_results(path: str | Path) -> dict[str, Any]:
         raise BenchError(f"{path} is not valid JSON: {exc}") from None
     version = str(data.get("schema_version", "")) if isinstance(data, dict) else ""
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
-        raise BenchError(
-            f"{path} has result schema version {version or '(none)'}; this harness reads {SCHEMA_VERSION}"
-        )
+        raise BenchError(f"{path} has result schema version {version or '(none)'}; this harness reads {SCHEMA_VERSION}")
     validate_results(data, str(path))
     return data
 
@@ -153,8 +151,10 @@ def _validate_record(record: Any, path: Path, lineno: int) -> None:
         raise BenchError(f"{path}:{lineno}: expected a JSON object with id, prediction, reference")
     missing = [k for k in ("id", "prediction", "reference") if k not in record]
     if missing:
-        raise BenchError(f"{path}:{lineno}: missing field(s) {', '.join(missing)} (each line needs id, "
-                         "prediction, reference and the task's own fields)")
+        raise BenchError(
+            f"{path}:{lineno}: missing field(s) {', '.join(missing)} (each line needs id, "
+            "prediction, reference and the task's own fields)"
+        )
     record.setdefault("inputs", {})
     try:
         jsonschema.validate(record, SAMPLE_RECORD)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 _INTERVAL = {
     "type": "array",
@@ -23,14 +23,26 @@ METRIC = {
         "value": {"type": ["number", "null"]},
         "ci95": _INTERVAL,
         "n": {"type": "integer", "minimum": 0},
+        # 1.1: a metric that could not be computed here (missing Java, local weights, …): value and ci95 are
+        # null and this says why.
+        "unavailable": {"type": "string", "minLength": 1},
     },
 }
 
 TASK_RESULT = {
     "type": "object",
     "required": [
-        "task", "dataset", "protocol", "split", "dataset_fingerprint", "n_samples", "metrics",
-        "config", "samples_file", "wall_time_s", "comparable",
+        "task",
+        "dataset",
+        "protocol",
+        "split",
+        "dataset_fingerprint",
+        "n_samples",
+        "metrics",
+        "config",
+        "samples_file",
+        "wall_time_s",
+        "comparable",
     ],
     "properties": {
         "task": {"type": "string"},

@@ -54,16 +54,18 @@ def render_summary(runs: list[dict[str, Any]], folder: str, title: str = "medvlb
         for name, task in run["tasks"].items():
             tables.setdefault(name, []).append(
                 {
-                    "run_id": run["run_id"], "model": run["model"]["name"], "n": task["n_samples"],
-                    "metrics": task["metrics"], "metric_names": list(task["metrics"]),
+                    "run_id": run["run_id"],
+                    "model": run["model"]["name"],
+                    "n": task["n_samples"],
+                    "metrics": task["metrics"],
+                    "metric_names": list(task["metrics"]),
                     "comparable": task["comparable"] and run.get("comparable", True),
                     "flags": task.get("flags", []) + run.get("flags", []),
                     "description": task["config"].get("description", ""),
                 }
             )
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.from_string(_TEMPLATE).render(title=title, runs=runs, tables=dict(sorted(tables.items())),
-                                             folder=folder)
+    return env.from_string(_TEMPLATE).render(title=title, runs=runs, tables=dict(sorted(tables.items())), folder=folder)
 
 
 def write_summary(folder: Path, title: str = "medvlbench runs") -> Path:

@@ -64,9 +64,7 @@ class ImageTextRetrieval(Task):
         image_emb = np.concatenate(
             [np.asarray(model.encode_images([s.image for s in b]), np.float32) for b in batched(samples, batch_size)]
         )
-        text_emb = np.concatenate(
-            [np.asarray(model.encode_texts(b), np.float32) for b in batched(unique, batch_size)]
-        )
+        text_emb = np.concatenate([np.asarray(model.encode_texts(b), np.float32) for b in batched(unique, batch_size)])
         rank_i2t = R.ranks_of_positives(image_emb, text_emb, [[int(t)] for t in text_of])
         images_of: list[list[int]] = [[] for _ in unique]
         for i, t in enumerate(text_of):
@@ -107,10 +105,12 @@ class ImageTextRetrieval(Task):
             for k in self.opts["recall_ks"]:
                 out[f"Recall@{k} {direction}"] = _mean_metric((ranks <= k).astype(float), bootstrap, seed)
             out[f"MeanRank {direction}"] = _mean_metric(ranks.astype(float), bootstrap, seed)
-            med_low, med_high = bootstrap_ci(lambda idx, r=ranks: float(np.median(r[idx])), ranks.size,
-                                             bootstrap, seed)
-            out[f"MedianRank {direction}"] = {"value": float(np.median(ranks)), "ci95": [med_low, med_high],
-                                              "n": int(ranks.size)}
+            med_low, med_high = bootstrap_ci(lambda idx, r=ranks: float(np.median(r[idx])), ranks.size, bootstrap, seed)
+            out[f"MedianRank {direction}"] = {
+                "value": float(np.median(ranks)),
+                "ci95": [med_low, med_high],
+                "n": int(ranks.size),
+            }
         sub = [r for r in records if r["prediction"].get("top_classes")]
         if sub:
             top = np.array([r["prediction"]["top_classes"] for r in sub])

@@ -167,9 +167,7 @@ class ZeroShotClassification(Task):
             try:
                 labels = np.array([self.classes.index(r["reference"]) for r in records])
             except ValueError:
-                raise BenchError(
-                    f"task {self.name}: a reference is not one of the classes {self.classes}"
-                ) from None
+                raise BenchError(f"task {self.name}: a reference is not one of the classes {self.classes}") from None
             if self.opts["normalize"] == "zscore":
                 scores = zscore_columns(scores)
             return multiclass_report(labels, scores, self.classes, bootstrap, seed)

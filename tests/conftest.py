@@ -18,12 +18,17 @@ os.environ.pop("BENCH_DATA_ROOT", None)
 os.environ.pop("BENCH_DISABLE_PLUGINS", None)
 
 
-def run_bench(*args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_bench(
+    *args: str, env: dict[str, str] | None = None, cwd: str | Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess (what a user types)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "bench", *args], capture_output=True, text=True, env=full_env, cwd=cwd,
+        [sys.executable, "-m", "bench", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
         timeout=timeout,
     )
 

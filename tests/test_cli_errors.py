@@ -34,8 +34,9 @@ def test_capability_mismatch(tmp_path):
 
 
 def test_protocol_not_implemented(tmp_path):
-    res = run_bench("run", "--model", "clip-baseline", "--task", "synthcxr_zs,synthcxr_ft_1pct",
-                    "--output", str(tmp_path))
+    res = run_bench(
+        "run", "--model", "clip-baseline", "--task", "synthcxr_zs,synthcxr_ft_1pct", "--output", str(tmp_path)
+    )
     _refused(res, "protocol 'finetune' not implemented")
     assert not any(tmp_path.iterdir())
 
@@ -50,32 +51,63 @@ def test_unwritable_output(tmp_path):
 def test_corrupt_cache(tmp_path):
     bad = tmp_path / "cache.sqlite"
     bad.write_bytes(b"\x00garbage" * 512)
-    res = run_bench("run", "--model", "clip-baseline", "--task", "synthcxr_zs", "--cache", str(bad),
-                    "--output", str(tmp_path / "runs"), "--limit", "5")
+    res = run_bench(
+        "run",
+        "--model",
+        "clip-baseline",
+        "--task",
+        "synthcxr_zs",
+        "--cache",
+        str(bad),
+        "--output",
+        str(tmp_path / "runs"),
+        "--limit",
+        "5",
+    )
     _refused(res, f"prediction cache {bad} is corrupt", "--no-cache")
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--limit", "0", "--limit must be a positive number"),
-    ("--batch-size", "0", "--batch-size must be at least 1"),
-    ("--bootstrap", "-1", "--bootstrap must be 0"),
-    ("--device", "tpu", "--device must be auto, cpu or cuda"),
-])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--limit", "0", "--limit must be a positive number"),
+        ("--batch-size", "0", "--batch-size must be at least 1"),
+        ("--bootstrap", "-1", "--bootstrap must be 0"),
+        ("--device", "tpu", "--device must be auto, cpu or cuda"),
+    ],
+)
 def test_bad_numbers(tmp_path, flag, value, message):
-    res = run_bench("run", "--model", "clip-baseline", "--task", "synthcxr_zs", flag, value,
-                    "--output", str(tmp_path))
+    res = run_bench("run", "--model", "clip-baseline", "--task", "synthcxr_zs", flag, value, "--output", str(tmp_path))
     _refused(res, message)
 
 
 def test_bad_model_args(tmp_path):
-    res = run_bench("run", "--model", "clip-baseline", "--task", "synthcxr_zs", "--model-args", "checkpoint",
-                    "--output", str(tmp_path))
+    res = run_bench(
+        "run",
+        "--model",
+        "clip-baseline",
+        "--task",
+        "synthcxr_zs",
+        "--model-args",
+        "checkpoint",
+        "--output",
+        str(tmp_path),
+    )
     _refused(res, "--model-args: expected key=value")
 
 
 def test_missing_checkpoint_is_clear(tmp_path):
-    res = run_bench("run", "--model", "clip-baseline", "--task", "synthcxr_zs", "--model-args",
-                    f"checkpoint={tmp_path / 'nope'}", "--output", str(tmp_path / "runs"))
+    res = run_bench(
+        "run",
+        "--model",
+        "clip-baseline",
+        "--task",
+        "synthcxr_zs",
+        "--model-args",
+        f"checkpoint={tmp_path / 'nope'}",
+        "--output",
+        str(tmp_path / "runs"),
+    )
     _refused(res, str(tmp_path / "nope"))
 
 
@@ -84,18 +116,26 @@ def test_score_needs_one_of_task_or_metrics(tmp_path):
     preds.write_text('{"id": "a", "prediction": 0.4, "reference": 1}\n')
     _refused(run_bench("score", "--predictions", str(preds)), "exactly one of --task or --metrics")
     _refused(run_bench("score", "--metrics", "AUCC", "--predictions", str(preds)), "unknown metric 'AUCC'")
-    _refused(run_bench("score", "--metrics", "AUC", "--predictions", str(tmp_path / "none.jsonl")),
-             "predictions file not found")
+    _refused(
+        run_bench("score", "--metrics", "AUC", "--predictions", str(tmp_path / "none.jsonl")),
+        "predictions file not found",
+    )
     preds.write_text('{"id": "a", "prediction": 0.4}\n')
-    _refused(run_bench("score", "--metrics", "AUC", "--predictions", str(preds)),
-             "p.jsonl:1: missing field(s) reference")
+    _refused(
+        run_bench("score", "--metrics", "AUC", "--predictions", str(preds)), "p.jsonl:1: missing field(s) reference"
+    )
     preds.write_text("not json\n")
     _refused(run_bench("score", "--metrics", "AUC", "--predictions", str(preds)), "p.jsonl:1: not a JSON object")
 
 
 def test_parse_model_args():
     assert parse_model_args("checkpoint=/a/b,batch_size=8,temp=0.5,flag=true,x=none") == {
-        "checkpoint": "/a/b", "batch_size": 8, "temp": 0.5, "flag": True, "x": None}
+        "checkpoint": "/a/b",
+        "batch_size": 8,
+        "temp": 0.5,
+        "flag": True,
+        "x": None,
+    }
     assert parse_model_args("prompt=a,b,c,n=1") == {"prompt": "a,b,c", "n": 1}
     with pytest.raises(BenchError):
         parse_model_args("=3")

@@ -283,3 +283,20 @@ def test_fingerprint_changes_when_a_weight_changes(trained, tmp_path):
     assert loaded.fingerprint() != before
     loaded.save(tmp_path / "ck_changed")
     assert ClipBaseline(checkpoint=str(tmp_path / "ck_changed"), device="cpu").fingerprint() == loaded.fingerprint()
+
+
+def test_texts_are_embedded_as_the_pool_of_their_sentences(untrained):
+    assert untrained.config["text_pooling"] == "sentences"
+    text = "Small left pleural effusion. No pneumothorax."
+    model, tok = untrained.model, untrained.tokenizer
+    with torch.no_grad():
+        z = []
+        for sentence in ("Small left pleural effusion.", "No pneumothorax."):
+            ids, mask = tok.encode([sentence], max_length=64)
+            z.append(model.text_proj(model.text(ids, mask)[0])[0])
+        expected = torch.nn.functional.normalize(z[0] + z[1], dim=0).numpy()
+    got = untrained.encode_texts([text, "No pneumothorax."])
+    assert np.allclose(got[0], expected, atol=1e-5)
+    assert not np.allclose(got[0], got[1], atol=1e-3)
+    # a one-sentence text is just that sentence; sentence splitting ignores extra spaces
+    assert np.allclose(untrained.encode_texts(["No pneumothorax.  "])[0], got[1], atol=1e-6)

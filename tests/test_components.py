@@ -83,6 +83,21 @@ def test_vit_shapes_and_pooling():
     mean_model = small_vit(pool="mean")
     pooled_mean, patches_mean = mean_model(x)
     assert torch.allclose(pooled_mean, patches_mean.mean(dim=1))
+    pooled_max, patches_max = small_vit(pool="max")(x)
+    assert torch.equal(pooled_max, patches_max.amax(dim=1))
+    with pytest.raises(BenchError, match="pool must be"):
+        small_vit(pool="gem")
+
+
+def test_conv_stem_full_resolution_conv_keeps_the_token_grid():
+    plain = small_vit(stem="conv")
+    full = small_vit(stem="conv", stem_full_res=True)
+    convs = [m for m in full.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]
+    assert [c.stride for c in convs[:2]] == [(1, 1), (2, 2)]  # the extra conv runs before any down-sampling
+    assert len(convs) == len([m for m in plain.patch_embed.proj if isinstance(m, torch.nn.Conv2d)]) + 1
+    x = torch.randn(2, 1, 32, 32)
+    assert full(x)[1].shape == plain(x)[1].shape == (2, 16, 32)
+    assert convs[0].out_channels == full.config.stem_channels // 2
 
 
 def test_vit_rgb_and_grayscale_inputs_are_matched():

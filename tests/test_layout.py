@@ -25,12 +25,15 @@ def _imports(package: str) -> dict[str, set[str]]:
     return found
 
 
-@pytest.mark.parametrize("package,forbidden", [
-    ("bench", {"tasks", "models", "leaderboard"}),
-    ("reports", {"tasks", "models", "leaderboard"}),
-    ("tasks", {"models", "leaderboard"}),
-    ("models", {"tasks", "leaderboard"}),
-])
+@pytest.mark.parametrize(
+    "package,forbidden",
+    [
+        ("bench", {"tasks", "models", "leaderboard"}),
+        ("reports", {"tasks", "models", "leaderboard"}),
+        ("tasks", {"models", "leaderboard"}),
+        ("models", {"tasks", "leaderboard"}),
+    ],
+)
 def test_no_forbidden_imports(package, forbidden):
     bad = {f: sorted(names & forbidden) for f, names in _imports(package).items() if names & forbidden}
     assert bad == {}

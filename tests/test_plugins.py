@@ -107,11 +107,11 @@ def test_listing_does_not_import_torch():
         for kind in ("tasks", "models", "datasets", "metrics"):
             api.list_items(kind)
         api.list_plugins()
-        print(json.dumps(sorted(m for m in ("torch", "sklearn", "models.reference.clip_baseline")
-                                if m in sys.modules)))
+        heavy = ("torch", "sklearn", "transformers", "sacrebleu", "models.reference.clip_baseline",
+                 "bench.metrics.nlg", "bench.metrics.clinical")
+        print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
     """)
-    out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
 
 
@@ -119,8 +119,18 @@ def test_list_tasks_json_lists_every_synthcxr_task():
     res = run_bench("list", "tasks", "--json")
     assert res.returncode == 0, res.stderr
     tasks = {t["name"]: t for t in json.loads(res.stdout)}
-    expected = {"synthcxr_zs", "synthcxr_zs_5class", "synthcxr_grounding", "synthcxr_retrieval", "synthcxr_vqa",
-                "synthcxr_rrg", "synthcxr_diag", "synthcxr_ft_1pct", "synthcxr_ft_10pct", "synthcxr_ft_100pct"}
+    expected = {
+        "synthcxr_zs",
+        "synthcxr_zs_5class",
+        "synthcxr_grounding",
+        "synthcxr_retrieval",
+        "synthcxr_vqa",
+        "synthcxr_rrg",
+        "synthcxr_diag",
+        "synthcxr_ft_1pct",
+        "synthcxr_ft_10pct",
+        "synthcxr_ft_100pct",
+    }
     assert expected <= set(tasks)
     assert tasks["synthcxr_zs"]["protocol"] == "zero_shot" and tasks["synthcxr_zs"]["requires"] == ["embed"]
     assert tasks["synthcxr_zs"]["metrics"] == ["AUC", "F1", "ACC"]
@@ -133,6 +143,19 @@ def test_list_tasks_json_lists_every_synthcxr_task():
     assert clip["capabilities"] == ["backbone", "embed", "train"]
 
 
+def test_every_task_metric_is_a_registered_metric():
+    reg = load_registry()
+    metrics = reg.metrics
+    for task in reg.tasks.values():
+        missing = [m for m in task.metrics if m not in metrics]
+        assert not missing, f"task {task.name} names unregistered metrics {missing}"
+    for m in metrics.values():
+        assert m.description and m.level in ("corpus", "sample") and m.family, m
+        assert isinstance(m.fn, str) and ":" in m.fn, m  # lazy reference
+    assert not metrics["MeanRank i2t"].higher_is_better and not metrics["radcliq_v1"].higher_is_better
+    assert metrics["bleu4"].higher_is_better
+
+
 def test_third_party_distribution_registers_task_and_model(thirdparty, tmp_path):
     res = run_bench("list", "tasks", env=thirdparty)
     assert res.returncode == 0, res.stderr
@@ -143,8 +166,21 @@ def test_third_party_distribution_registers_task_and_model(thirdparty, tmp_path)
     assert toy["distribution"] == "thirdparty-bench" and toy["version"] == "0.3.1"
     assert toy["hooks"] == ["bench_register_datasets", "bench_register_models", "bench_register_tasks"]
 
-    res = run_bench("run", "--model", "toy-pixel", "--task", "toy_synth_zs", "--model-args", "scale=2",
-                    "--output", str(tmp_path / "runs"), "--bootstrap", "50", "--no-progress", env=thirdparty)
+    res = run_bench(
+        "run",
+        "--model",
+        "toy-pixel",
+        "--task",
+        "toy_synth_zs",
+        "--model-args",
+        "scale=2",
+        "--output",
+        str(tmp_path / "runs"),
+        "--bootstrap",
+        "50",
+        "--no-progress",
+        env=thirdparty,
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     result = json.loads((Path(out["run_dir"]) / "results.json").read_text())
@@ -201,8 +237,18 @@ def test_missing_dataset_is_refused_before_work(thirdparty, tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "dataset 'toyreal' is read from local files: pass --data-root" in res.stderr
     assert "ToyReal-1.0" in res.stderr and "request access" in res.stderr
-    res = run_bench("run", "--model", "toy-pixel", "--task", "toyreal_zs", "--output", str(out),
-                    "--data-root", str(tmp_path / "data"), env=thirdparty)
+    res = run_bench(
+        "run",
+        "--model",
+        "toy-pixel",
+        "--task",
+        "toyreal_zs",
+        "--output",
+        str(out),
+        "--data-root",
+        str(tmp_path / "data"),
+        env=thirdparty,
+    )
     assert res.returncode == 2
     assert f"dataset 'toyreal' not found: expected its folder at {tmp_path / 'data' / 'ToyReal-1.0'}" in res.stderr
     assert not out.exists() or not any(out.iterdir())

@@ -465,10 +465,7 @@ def test_images_have_chest_anatomy(samples: list[Sample]) -> None:
     assert abdomen > lung_r + 40
     # heart shadow mostly on the image's right
     heart_row = px[int(SIZE * 0.55) : int(SIZE * 0.62)]
-    assert (
-        heart_row[:, SIZE // 2 + 8 : SIZE // 2 + 24].mean()
-        > heart_row[:, SIZE // 2 - 24 : SIZE // 2 - 8].mean()
-    )
+    assert heart_row[:, SIZE // 2 + 8 : SIZE // 2 + 24].mean() > heart_row[:, SIZE // 2 - 24 : SIZE // 2 - 8].mean()
 
 
 def test_manifest_is_json_with_all_records(root: Path) -> None:

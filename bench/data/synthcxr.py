@@ -247,9 +247,7 @@ def sample_findings(rng: np.random.Generator) -> list[FindingSpec]:
             side = "both"
         if hedged:
             severity = levels[0]
-        specs.append(
-            FindingSpec(name=name, side=side, zone=zone, severity=severity, hedged=hedged, kind=kind)
-        )
+        specs.append(FindingSpec(name=name, side=side, zone=zone, severity=severity, hedged=hedged, kind=kind))
     return specs
 
 
@@ -420,9 +418,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             manifest = json.load(fh)
     except (OSError, ValueError) as exc:
-        raise BenchError(
-            f"cannot read the synthcxr manifest {path}: {exc}; delete {folder} to regenerate"
-        ) from None
+        raise BenchError(f"cannot read the synthcxr manifest {path}: {exc}; delete {folder} to regenerate") from None
     if manifest.get("format") != _FORMAT or manifest.get("version") != VERSION:
         raise BenchError(f"unexpected synthcxr manifest in {folder}; delete the folder to regenerate")
     return manifest
@@ -449,9 +445,7 @@ def _image_sample(rec: dict[str, Any], folder: Path, seed: int, size: int) -> Sa
         images=[ref],
         labels={k: rec["labels"][k] for k in LABELS},
         sections=dict(rec["sections"]),
-        boxes=[
-            Box(label=b[0], x=float(b[1]), y=float(b[2]), w=float(b[3]), h=float(b[4])) for b in rec["boxes"]
-        ],
+        boxes=[Box(label=b[0], x=float(b[1]), y=float(b[2]), w=float(b[3]), h=float(b[4])) for b in rec["boxes"]],
         meta=rec["meta"],
     )
 

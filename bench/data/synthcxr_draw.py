@@ -239,9 +239,7 @@ def render(
     a = _apply_to_anatomy(anatomy, by_name, rng)
     cv = _Canvas(a, size, rng)
     u, v = cv.u, cv.v
-    lungs = {
-        side: _make_lung(side, u, v, a.lung_w[k], a.lung_top[k], a.dome[k]) for k, side in enumerate(SIDES)
-    }
+    lungs = {side: _make_lung(side, u, v, a.lung_w[k], a.lung_top[k], a.dome[k]) for k, side in enumerate(SIDES)}
 
     # trunk: soft tissue thickness of a rounded body, narrower at the neck
     neck = 0.13
@@ -266,11 +264,7 @@ def render(
         eff[side] = lung.env * (1.0 - notlung)
         ptx[side] = _pneumothorax(cv, lung, by_name.get("Pneumothorax"))
         gap = 0.0 if ptx[side] is None else ptx[side][0]
-        D = (
-            D
-            - 0.52 * eff[side] * (1.0 + 0.45 * gap)
-            + markings * _vessels(cv, lung) * eff[side] * (1.0 - gap)
-        )
+        D = D - 0.52 * eff[side] * (1.0 + 0.45 * gap) + markings * _vessels(cv, lung) * eff[side] * (1.0 - gap)
     D = D + 0.06 * heart * above * (1.0 - 0.5 * medi)
     D = D + 0.06 * (1.0 - above) * thick  # abdomen
     if a.gastric_bubble:

@@ -445,9 +445,7 @@ def indication(rng: np.random.Generator, age: int, sex: str) -> str:
     return _cap(text)
 
 
-def write_report(
-    findings: Sequence[FindingSpec], rng: np.random.Generator, age: int, sex: str
-) -> dict[str, str]:
+def write_report(findings: Sequence[FindingSpec], rng: np.random.Generator, age: int, sex: str) -> dict[str, str]:
     """The three report sections for one image."""
     present = {f.name: f for f in findings}
     out: list[str] = []
@@ -589,9 +587,7 @@ def make_qa(
         open_pool.append(qa(_pick(rng, grade).format(name=name), f.severity, "severity", f.name))
     if len(findings) <= 1:
         answer = NAMES[findings[0].name] if findings else "none"
-        open_pool.append(
-            qa(_pick(rng, _Q_WHAT), answer, "abnormality", findings[0].name if findings else None)
-        )
+        open_pool.append(qa(_pick(rng, _Q_WHAT), answer, "abnormality", findings[0].name if findings else None))
     open_items = [open_pool[int(k)] for k in rng.permutation(len(open_pool))]
 
     def presence(name: str, answer: str) -> dict[str, Any]:

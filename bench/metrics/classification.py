@@ -7,6 +7,22 @@ scikit-learn's value and is fast enough for thousands of resamples.
 Conventions (METRICS.md): AUC is the macro mean over classes of ROC-AUC (multi-label: per
 class; multi-class: one-vs-rest). F1 and ACC are macro means over classes. The threshold for
 binary decisions is part of the protocol and is returned in the metric's metadata.
+
+Threshold policies (``THRESHOLD_POLICIES``), always recorded with the F1/ACC they produce:
+
+- ``fixed``: one threshold (0.5 by default) on the probabilities; positive ⇔ p ≥ t.
+- ``validation``: per class, the threshold that maximises F1 on the *validation* split's scores
+  (:func:`validation_thresholds`), then applied to the test scores (positive ⇔ p ≥ t).
+- ``test-optimistic``: MAVL/MedKLIP — per class, the max-F1 threshold chosen on the *test* set
+  itself; F1 is that maximum and ACC is computed at p > t (strictly greater, as their code
+  does). It overstates performance and is offered only under names containing "optimistic"
+  (:func:`optimistic_report`, ``F1-optimistic``, ``ACC-optimistic``).
+
+Max-F1 threshold rule (both ``validation`` and ``test-optimistic``): the candidates are the
+distinct scores (scikit-learn's ``precision_recall_curve``); F1 at t uses p ≥ t; among tied
+maxima the lowest threshold wins (``np.argmax`` over increasing thresholds, as MedKLIP). A class
+whose labels are all equal has no max-F1 threshold: its threshold, F1 and ACC are undefined
+(None, listed under ``undefined_classes``) and left out of the macro mean.
 """
 
 from __future__ import annotations
@@ -17,9 +33,12 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
+from bench.interfaces import BenchError
 from bench.metrics.stats import bootstrap_ci
+
+THRESHOLD_POLICIES = ("fixed", "validation", "test-optimistic")
 
 # --------------------------------------------------------------------------- score helpers
 
@@ -95,7 +114,12 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, np.ndarray]
     p = np.asarray(y_pred, dtype=int)
     if y.ndim == 1:
         y, p = y[:, None], p[:, None]
-    per_class = f1_score(y, p, average=None, zero_division=0)
+    if y.shape[1] == 1:
+        # scikit-learn reads a one-column indicator as a binary target and, with average=None,
+        # returns the F1 of both the negative and the positive class: score the positive class only.
+        per_class = np.array([f1_score(y[:, 0], p[:, 0], average="binary", zero_division=0)])
+    else:
+        per_class = f1_score(y, p, average=None, zero_division=0)
     return float(per_class.mean()), np.asarray(per_class, dtype=float)
 
 
@@ -124,21 +148,36 @@ def multilabel_report(
     y_true: np.ndarray,
     probs: np.ndarray,
     classes: Sequence[str],
-    threshold: float,
+    threshold: float | Sequence[float] | np.ndarray,
     resamples: int,
     seed: int,
+    threshold_policy: str = "fixed",
 ) -> dict[str, dict[str, Any]]:
     """AUC / F1 / ACC (macro) with bootstrap intervals and per-class values.
 
-    ``y_true`` is 0/1 [N, C]; ``probs`` [N, C]; F1/ACC binarise at ``threshold``.
+    ``y_true`` is 0/1 [N, C]; ``probs`` [N, C]; F1/ACC binarise at p ≥ ``threshold`` — one number,
+    or one per class (e.g. from :func:`validation_thresholds`; a NaN threshold makes that class's
+    F1/ACC undefined). ``threshold_policy`` names where the threshold came from and is recorded.
     """
     y = np.asarray(y_true, dtype=int)
     s = np.asarray(probs, dtype=np.float64)
-    pred = (s >= threshold).astype(int)
+    if y.ndim == 1:
+        y, s = y[:, None], s[:, None]
+    _check_policy(threshold_policy)
+    if threshold_policy == "test-optimistic":
+        raise BenchError(
+            "test-set thresholds are reported only as F1-optimistic/ACC-optimistic: use optimistic_report()"
+        )
+    thr = _class_thresholds(threshold, y.shape[1])
+    usable = np.isfinite(thr)
+    pred = s >= np.where(usable, thr, np.inf)[None, :]
     auc, auc_c = macro_auc(y, s)
-    f1, f1_c = macro_f1(y, pred)
-    acc, acc_c = macro_accuracy(y, pred)
-    yb, pb = y.astype(bool), pred.astype(bool)
+    f1_c = np.full(y.shape[1], np.nan)
+    acc_c = np.full(y.shape[1], np.nan)
+    if usable.any():
+        f1_c[usable] = macro_f1(y[:, usable], pred[:, usable].astype(int))[1]
+        acc_c[usable] = macro_accuracy(y[:, usable], pred[:, usable].astype(int))[1]
+    yb, pb = y[:, usable].astype(bool), pred[:, usable]
     n = y.shape[0]
     undefined = [c for c, v in zip(classes, auc_c, strict=True) if not np.isfinite(v)]
 
@@ -146,19 +185,27 @@ def multilabel_report(
         return _nanmean(_per_class_auc(y[idx], s[idx], fast=True))
 
     def boot_f1(idx: np.ndarray) -> float:
-        return float(_f1_counts(yb[idx], pb[idx]).mean())
+        return float(_f1_counts(yb[idx], pb[idx]).mean()) if pb.shape[1] else float("nan")
 
     def boot_acc(idx: np.ndarray) -> float:
-        return float((yb[idx] == pb[idx]).mean(axis=0).mean())
+        return float((yb[idx] == pb[idx]).mean(axis=0).mean()) if pb.shape[1] else float("nan")
 
-    meta = {"threshold": threshold, "average": "macro"}
+    meta: dict[str, Any] = {
+        "threshold": _threshold_record(threshold, thr, classes),
+        "threshold_policy": threshold_policy,
+        "average": "macro",
+    }
     out = {
         "AUC": _bundle(auc, boot_auc, n, resamples, seed, classes, auc_c, {"average": "macro"}),
-        "F1": _bundle(f1, boot_f1, n, resamples, seed, classes, f1_c, meta),
-        "ACC": _bundle(acc, boot_acc, n, resamples, seed, classes, acc_c, meta),
+        "F1": _bundle(_nanmean(f1_c), boot_f1, n, resamples, seed, classes, f1_c, meta),
+        "ACC": _bundle(_nanmean(acc_c), boot_acc, n, resamples, seed, classes, acc_c, meta),
     }
     if undefined:
         out["AUC"]["undefined_classes"] = undefined
+    no_threshold = [c for c, ok in zip(classes, usable, strict=True) if not ok]
+    if no_threshold:
+        out["F1"]["undefined_classes"] = no_threshold
+        out["ACC"]["undefined_classes"] = list(no_threshold)
     return out
 
 
@@ -195,8 +242,9 @@ def multiclass_report(
         return _nanmean(_per_class_auc(onehot[idx], scores[idx], fast=True))
 
     return {
-        "ACC": _bundle(acc, boot_acc, n, resamples, seed, classes, acc_c, {"average": "micro (accuracy)"},
-                       per_class_name="recall"),
+        "ACC": _bundle(
+            acc, boot_acc, n, resamples, seed, classes, acc_c, {"average": "micro (accuracy)"}, per_class_name="recall"
+        ),
         "F1": _bundle(f1, boot_f1, n, resamples, seed, classes, f1_c, {"average": "macro"}),
         "AUC": _bundle(auc, boot_auc, n, resamples, seed, classes, auc_c, {"average": "macro one-vs-rest"}),
     }
@@ -221,6 +269,149 @@ def _bundle(
         per_class_name: {c: (float(v) if np.isfinite(v) else None) for c, v in zip(classes, per_class, strict=True)},
         **meta,
     }
+
+
+# --------------------------------------------------------------------------- threshold policies
+
+
+def _check_policy(policy: str) -> None:
+    if policy not in THRESHOLD_POLICIES:
+        raise BenchError(f"unknown threshold policy {policy!r}; expected one of {', '.join(THRESHOLD_POLICIES)}")
+
+
+def _class_thresholds(threshold: float | Sequence[float] | np.ndarray, n_classes: int) -> np.ndarray:
+    thr = np.asarray(threshold, dtype=np.float64)
+    if thr.ndim == 0:
+        if not np.isfinite(thr):
+            raise BenchError(f"threshold {float(thr)} is not a finite number")
+        return np.full(n_classes, float(thr))
+    if thr.shape != (n_classes,):
+        raise BenchError(f"{thr.size} thresholds for {n_classes} classes; expected one per class or one in all")
+    return thr
+
+
+def _threshold_record(
+    threshold: float | Sequence[float] | np.ndarray, thr: np.ndarray, classes: Sequence[str]
+) -> float | dict[str, float | None]:
+    if np.ndim(threshold) == 0:
+        return float(thr[0]) if thr.size else float(np.asarray(threshold))
+    return {c: (float(t) if np.isfinite(t) else None) for c, t in zip(classes, thr, strict=True)}
+
+
+def max_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """(threshold, F1) of the max-F1 threshold for one class (positive ⇔ score ≥ threshold).
+
+    MedKLIP/MAVL's rule on scikit-learn's ``precision_recall_curve``: F1 = 2PR/(P+R) (0 where
+    P+R = 0), the first maximum over increasing thresholds. (NaN, NaN) when the labels are all
+    equal, where the threshold is not defined.
+    """
+    y = np.asarray(y_true).astype(int)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.size == 0 or y.min() == y.max():
+        return float("nan"), float("nan")
+    precision, recall, thresholds = precision_recall_curve(y, s)
+    denom = precision + recall
+    f1s = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom != 0)
+    best = int(np.argmax(f1s))
+    return float(thresholds[best]), float(f1s[best])
+
+
+def max_f1_thresholds(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class [C]: max-F1 thresholds and the F1 they reach (NaN for one-label classes)."""
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim == 1:
+        y, s = y[:, None], s[:, None]
+    pairs = [max_f1_threshold(y[:, c], s[:, c]) for c in range(y.shape[1])]
+    return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
+
+def validation_thresholds(y_val: np.ndarray, scores_val: np.ndarray) -> np.ndarray:
+    """Per-class thresholds chosen on the validation split (max F1 there), to apply to the test split."""
+    return max_f1_thresholds(y_val, scores_val)[0]
+
+
+def choose_thresholds(
+    policy: str,
+    n_classes: int,
+    fixed: float = 0.5,
+    y_val: np.ndarray | None = None,
+    scores_val: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-class thresholds for the ``fixed`` or ``validation`` policy (``test-optimistic`` picks
+    its thresholds on the test set: use :func:`optimistic_report`)."""
+    _check_policy(policy)
+    if policy == "fixed":
+        return np.full(n_classes, float(fixed))
+    if policy == "validation":
+        if y_val is None or scores_val is None:
+            raise BenchError("threshold policy 'validation' needs the validation split's labels and scores")
+        thr = validation_thresholds(y_val, scores_val)
+        if thr.shape != (n_classes,):
+            raise BenchError(f"validation scores have {thr.size} classes; expected {n_classes}")
+        return thr
+    raise BenchError("threshold policy 'test-optimistic' chooses thresholds on the test set: use optimistic_report()")
+
+
+def _fast_max_f1(y: np.ndarray, s: np.ndarray) -> float:
+    """Max over thresholds of F1 for one class (same value as :func:`max_f1_threshold`), by sorting."""
+    n_pos = int(y.sum())
+    if n_pos == 0 or n_pos == y.size:
+        return float("nan")
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    last = np.r_[s_sorted[1:] != s_sorted[:-1], True]  # last index of each distinct score
+    tp = np.cumsum(y_sorted)[last]
+    predicted = (np.arange(y.size) + 1)[last]
+    return float((2 * tp / (predicted + n_pos)).max())
+
+
+def _acc_above(y: np.ndarray, s: np.ndarray, thr: np.ndarray) -> np.ndarray:
+    return ((s > thr[None, :]) == y.astype(bool)).mean(axis=0)
+
+
+def optimistic_report(
+    y_true: np.ndarray, probs: np.ndarray, classes: Sequence[str], resamples: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """MAVL/MedKLIP's test-set max-F1 protocol, under names that say so: ``F1-optimistic`` (macro
+    of the per-class maximum F1 over thresholds on this set) and ``ACC-optimistic`` (macro
+    accuracy at p > that threshold). The thresholds are recorded. Each bootstrap resample
+    re-chooses its thresholds, as the protocol would on that sample."""
+    y = np.asarray(y_true, dtype=int)
+    s = np.asarray(probs, dtype=np.float64)
+    if y.ndim == 1:
+        y, s = y[:, None], s[:, None]
+    thr, f1_c = max_f1_thresholds(y, s)
+    ok = np.isfinite(thr)
+    acc_c = np.full(y.shape[1], np.nan)
+    acc_c[ok] = _acc_above(y[:, ok], s[:, ok], thr[ok])
+    n = y.shape[0]
+
+    def boot_f1(idx: np.ndarray) -> float:
+        return _nanmean(np.array([_fast_max_f1(y[idx, c], s[idx, c]) for c in range(y.shape[1])]))
+
+    def boot_acc(idx: np.ndarray) -> float:
+        t, _ = max_f1_thresholds(y[idx], s[idx])
+        good = np.isfinite(t)
+        return float(_acc_above(y[idx][:, good], s[idx][:, good], t[good]).mean()) if good.any() else float("nan")
+
+    meta: dict[str, Any] = {
+        "threshold": {c: (float(t) if np.isfinite(t) else None) for c, t in zip(classes, thr, strict=True)},
+        "threshold_policy": "test-optimistic",
+        "average": "macro",
+        "note": "thresholds chosen on the evaluated set itself (MAVL/MedKLIP); optimistic",
+    }
+    out = {
+        "F1-optimistic": _bundle(_nanmean(f1_c), boot_f1, n, resamples, seed, classes, f1_c, meta),
+        "ACC-optimistic": _bundle(
+            _nanmean(acc_c), boot_acc, n, resamples, seed, classes, acc_c, {**meta, "decision": "p > threshold"}
+        ),
+    }
+    undefined = [c for c, good in zip(classes, ok, strict=True) if not good]
+    if undefined:
+        for bundle in out.values():
+            bundle["undefined_classes"] = list(undefined)
+    return out
 
 
 # --------------------------------------------------------------------------- generic records
@@ -272,3 +463,76 @@ def accuracy(predictions: Sequence[Any], references: Sequence[Any], threshold: f
     y, s, _ = _matrices(predictions, references)
     ok = np.isfinite(y).all(axis=1)
     return macro_accuracy(y[ok].astype(int), (s[ok] >= threshold).astype(int))[0]
+
+
+def _per_class_columns(predictions: Sequence[Any], references: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(labels, scores) per class, rows with a missing label or score left out."""
+    if len(predictions) != len(references):
+        raise BenchError(f"{len(predictions)} predictions but {len(references)} references; expected one each")
+    y, s, _ = _matrices(predictions, references)
+    cols = []
+    for c in range(y.shape[1]):
+        ok = np.isfinite(y[:, c]) & np.isfinite(s[:, c])
+        cols.append((y[ok, c].astype(int), s[ok, c]))
+    return cols
+
+
+def f1_optimistic(predictions: Sequence[Any], references: Sequence[Any]) -> float:
+    """Macro over classes of the maximum F1 over thresholds chosen on this same set (MAVL/MedKLIP)."""
+    return _nanmean(np.array([max_f1_threshold(y, s)[1] for y, s in _per_class_columns(predictions, references)]))
+
+
+def accuracy_optimistic(predictions: Sequence[Any], references: Sequence[Any]) -> float:
+    """Macro accuracy at p > the max-F1 threshold chosen on this same set (MAVL/MedKLIP)."""
+    accs = []
+    for y, s in _per_class_columns(predictions, references):
+        t = max_f1_threshold(y, s)[0]
+        accs.append(float(((s > t) == y.astype(bool)).mean()) if np.isfinite(t) else float("nan"))
+    return _nanmean(np.array(accs))
+
+
+def _validation_columns(
+    predictions: Sequence[Any],
+    references: Sequence[Any],
+    val_predictions: Sequence[Any] | None,
+    val_references: Sequence[Any] | None,
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    if val_predictions is None or val_references is None:
+        raise BenchError(
+            "this metric chooses its thresholds on the validation split: pass val_predictions and "
+            "val_references (or score with --task, whose protocol has them)"
+        )
+    _, _, classes = _matrices(predictions, references)
+    _, _, val_classes = _matrices(val_predictions, val_references)
+    if classes != val_classes:
+        raise BenchError(f"validation classes {val_classes} differ from test classes {classes}")
+    test = _per_class_columns(predictions, references)
+    val = _per_class_columns(val_predictions, val_references)
+    return [(y, s, max_f1_threshold(yv, sv)[0]) for (y, s), (yv, sv) in zip(test, val, strict=True)]
+
+
+def f1_validation_threshold(
+    predictions: Sequence[Any],
+    references: Sequence[Any],
+    val_predictions: Sequence[Any] | None = None,
+    val_references: Sequence[Any] | None = None,
+) -> float:
+    """Macro F1 on the test set at per-class thresholds that maximise F1 on the validation set."""
+    cols = _validation_columns(predictions, references, val_predictions, val_references)
+    values = [
+        float(f1_score(y, (s >= t).astype(int), zero_division=0)) if np.isfinite(t) else float("nan")
+        for y, s, t in cols
+    ]
+    return _nanmean(np.array(values))
+
+
+def accuracy_validation_threshold(
+    predictions: Sequence[Any],
+    references: Sequence[Any],
+    val_predictions: Sequence[Any] | None = None,
+    val_references: Sequence[Any] | None = None,
+) -> float:
+    """Macro accuracy on the test set at per-class thresholds that maximise F1 on the validation set."""
+    cols = _validation_columns(predictions, references, val_predictions, val_references)
+    values = [float(((s >= t) == y.astype(bool)).mean()) if np.isfinite(t) else float("nan") for y, s, t in cols]
+    return _nanmean(np.array(values))

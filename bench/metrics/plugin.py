@@ -29,27 +29,203 @@ def _classification() -> list[MetricSpec]:
             "corpus",
             "classification",
         ),
+        MetricSpec(
+            "F1-val-threshold",
+            f"{_CLS}:f1_validation_threshold",
+            True,
+            "Macro F1 at per-class thresholds maximising F1 on the validation split (needs validation scores).",
+            "corpus",
+            "classification",
+        ),
+        MetricSpec(
+            "ACC-val-threshold",
+            f"{_CLS}:accuracy_validation_threshold",
+            True,
+            "Macro accuracy at per-class thresholds maximising F1 on the validation split (needs validation scores).",
+            "corpus",
+            "classification",
+        ),
+        MetricSpec(
+            "F1-optimistic",
+            f"{_CLS}:f1_optimistic",
+            True,
+            "Macro max-F1 with thresholds chosen on the test set itself (MAVL/MedKLIP; optimistic).",
+            "corpus",
+            "classification",
+        ),
+        MetricSpec(
+            "ACC-optimistic",
+            f"{_CLS}:accuracy_optimistic",
+            True,
+            "Macro accuracy at p > the test-set max-F1 threshold (MAVL/MedKLIP; optimistic).",
+            "corpus",
+            "classification",
+        ),
     ]
 
 
 def _retrieval() -> list[MetricSpec]:
-    return []
+    mod = "bench.metrics.retrieval"
+    out = []
+    for way, query, item in (("i2t", "image", "report"), ("t2i", "report", "image")):
+        for k in (1, 5, 10):
+            out.append(
+                MetricSpec(
+                    f"Recall@{k} {way}",
+                    f"{mod}:recall_at_{k}",
+                    True,
+                    f"Share of {query} queries whose paired {item} ranks in the top {k}.",
+                    "sample",
+                    "retrieval",
+                )
+            )
+        out.append(
+            MetricSpec(
+                f"MeanRank {way}",
+                f"{mod}:mean_rank",
+                False,
+                f"Mean rank of the paired {item} for a {query} query.",
+                "sample",
+                "retrieval",
+            )
+        )
+        out.append(
+            MetricSpec(
+                f"MedianRank {way}",
+                f"{mod}:median_rank",
+                False,
+                f"Median rank of the paired {item} for a {query} query.",
+                "corpus",
+                "retrieval",
+            )
+        )
+    for k in (1, 2, 5, 10):
+        out.append(
+            MetricSpec(
+                f"Prec@{k}",
+                f"{mod}:precision_at_{k}",
+                True,
+                f"Mean share of the top {k} retrieved items with the query's class (category level).",
+                "sample",
+                "retrieval",
+            )
+        )
+    return out
 
 
 def _grounding() -> list[MetricSpec]:
-    return []
+    mod = "bench.metrics.grounding"
+    return [
+        MetricSpec(
+            "CNR",
+            f"{mod}:mean_cnr",
+            True,
+            "Contrast-to-noise ratio |μin−μout|/sqrt(σ²in+σ²out), union of boxes, population variances; "
+            "mean over phrases.",
+            "sample",
+            "grounding",
+        ),
+        MetricSpec(
+            "CNR-signed",
+            f"{mod}:mean_cnr_signed",
+            True,
+            "Signed CNR (μin−μout)/sqrt(σ²in+σ²out), union of boxes, population variances.",
+            "sample",
+            "grounding",
+        ),
+        MetricSpec(
+            "CNR-per-box",
+            f"{mod}:mean_cnr_per_box",
+            True,
+            "CNR of each box against the pixels outside all boxes, averaged over the phrase's boxes.",
+            "sample",
+            "grounding",
+        ),
+        MetricSpec(
+            "CNR-unbiased",
+            f"{mod}:mean_cnr_unbiased",
+            True,
+            "CNR with unbiased (ddof=1) variances, union of boxes.",
+            "sample",
+            "grounding",
+        ),
+    ]
 
 
 def _nlg() -> list[MetricSpec]:
-    return []
+    mod = "bench.metrics.nlg"
+    coco = "pycocoevalcap conventions, PTB tokens"
+    specs = [
+        *((f"bleu{k}", f"Corpus BLEU-{k} ({coco}; 'closest' reference length).", "corpus") for k in range(1, 5)),
+        ("rougeL", f"ROUGE-L F (β=1.2, max P/R over references), mean over reports ({coco}).", "sample"),
+        ("cider", f"CIDEr-D (σ=6, clipped, ×10; IDF from all references), mean over reports ({coco}).", "corpus"),
+        ("meteor", "METEOR 1.5 corpus score via pycocoevalcap's jar (-l en -norm); needs Java.", "corpus"),
+        ("sacrebleu", "sacrebleu corpus BLEU-4, default 13a tokens, exp smoothing, 0-100 (LLaVA-Rad).", "corpus"),
+        ("sacrebleu1", "sacrebleu corpus BLEU-1 (max n-gram order 1), 0-100 (LLaVA-Rad's BLEU-1).", "corpus"),
+        ("rougeL_rouge_score", "rouge-score ROUGE-L F-measure, no stemming, mean over reports (LLaVA-Rad).", "sample"),
+        ("bertscore_f1", "BERTScore F1 (bert-score, no IDF/rescaling), model from BENCH_BERTSCORE_MODEL.", "sample"),
+    ]
+    return [MetricSpec(name, f"{mod}:{name}", True, desc, level, "nlg") for name, desc, level in specs]
 
 
 def _vqa() -> list[MetricSpec]:
-    return []
+    mod = "bench.metrics.vqa"
+    specs = (
+        ("vqa_bleu1", "bleu1_mean", "Mean sentence BLEU-1 with brevity penalty on normalised answers (MultiMedEval)."),
+        (
+            "vqa_closed_acc",
+            "closed_accuracy",
+            "Share of yes/no questions answered right: recall ≥ 0.4, 'not' counts for 'no' (MultiMedEval).",
+        ),
+        ("vqa_open_recall", "open_recall", "Mean token recall of the gold answer over open questions (MultiMedEval)."),
+        ("vqa_recall", "recall", "Mean token recall of the gold answer over all questions (MultiMedEval)."),
+        ("vqa_open_acc", "open_accuracy", "Share of open questions with token recall ≥ 0.75 (MultiMedEval)."),
+        ("vqa_f1", "f1", "Mean token-set F1 between answer and gold over all questions (MultiMedEval)."),
+        ("vqa_exact_match", "exact_match", "Share of answers equal to the gold answer after normalisation."),
+    )
+    return [MetricSpec(name, f"{mod}:{attr}", True, desc, "sample", "vqa") for name, attr, desc in specs]
 
 
 def _clinical() -> list[MetricSpec]:
-    return []
+    # Local weights come from options or BENCH_CHEXBERT_PATH / BENCH_RADGRAPH_PATH / BENCH_BERTSCORE_PATH;
+    # without them a metric raises bench.metrics.unavailable.MetricUnavailable (never 0, never a download).
+    mod = "bench.metrics.clinical"
+    policy = {"uncneg": "uncertain as negative", "uncpos": "uncertain as positive"}
+    specs = []
+    labelers = (("chexbert", "CheXbert (local chexbert.pth)"), ("chexpert_rules", "the offline rule labeler"))
+    for labeler, what in labelers:
+        for unc in ("uncneg", "uncpos"):
+            for avg in ("micro", "macro"):
+                for n in ("14", "5"):
+                    name = f"{labeler}_f1_{avg}_{n}_{unc}"
+                    desc = f"{avg.capitalize()} F1 over {n} CheXpert observations labelled by {what}, {policy[unc]}."
+                    specs.append(MetricSpec(name, f"{mod}:{name}", True, desc, "corpus", "clinical"))
+    for level, desc in (
+        ("simple", "entities"),
+        ("partial", "entities and whether each has a relation"),
+        ("complete", "entities and their relations"),
+    ):
+        specs.append(
+            MetricSpec(
+                f"radgraph_f1_{level}",
+                f"{mod}:radgraph_f1_{level}",
+                True,
+                f"RadGraph F1 ({level}): mean per-report set-F1 of {desc} (radgraph package, local model).",
+                "sample",
+                "clinical",
+            )
+        )
+    specs.append(
+        MetricSpec(
+            "radcliq_v1",
+            f"{mod}:radcliq_v1",
+            False,
+            "RadCliQ-v1: published linear model on RadGraph, BERTScore, CheXbert cosine, BLEU-2 (lower is better).",
+            "sample",
+            "clinical",
+        )
+    )
+    return specs
 
 
 @hookimpl

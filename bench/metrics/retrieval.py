@@ -85,3 +85,79 @@ def class_precision_at_k(top_classes: np.ndarray, query_classes: np.ndarray, k: 
     """Per-query share of the top-k retrieved items whose class is the query's class."""
     top = np.asarray(top_classes)[:, :k]
     return (top == np.asarray(query_classes)[:, None]).mean(axis=1)
+
+
+# --------------------------------------------------------------------------- from ranked lists
+#
+# ``bench score --metrics`` form: each prediction is the query's ranked candidate list (ids for
+# instance retrieval, class labels for Prec@K); each reference is the paired id (or a list of
+# ids) for Recall@K / ranks, and the query's class for Prec@K.
+
+
+def _positives(reference: object) -> set:
+    if isinstance(reference, list | tuple | set):
+        return {str(r) for r in reference}
+    return {str(reference)}
+
+
+def _ranked(prediction: object, i: int) -> list[str]:
+    if not isinstance(prediction, list | tuple):
+        raise ValueError(f"sample {i}: the prediction must be the ranked list of candidates, got {prediction!r}")
+    return [str(p) for p in prediction]
+
+
+def ranks_from_lists(predictions: Sequence[object], references: Sequence[object]) -> np.ndarray:
+    """1-based rank of the best-ranked positive in each ranked list (inf if it is not listed)."""
+    ranks = np.full(len(predictions), np.inf)
+    for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+        pos = _positives(ref)
+        for r, cand in enumerate(_ranked(pred, i), start=1):
+            if cand in pos:
+                ranks[i] = r
+                break
+    return ranks
+
+
+def _recall_from_lists(k: int):
+    def metric(predictions: Sequence[object], references: Sequence[object]) -> float:
+        return recall_at_k(ranks_from_lists(predictions, references), k)
+
+    metric.__name__ = f"recall_at_{k}"
+    metric.__doc__ = f"Share of queries whose paired item is among the first {k} of its ranked list."
+    return metric
+
+
+def _rank_stat(predictions: Sequence[object], references: Sequence[object], fn) -> float:
+    ranks = ranks_from_lists(predictions, references)
+    if not np.isfinite(ranks).all():
+        raise ValueError("mean/median rank needs every query's full ranked list (a paired item is not listed)")
+    return float(fn(ranks))
+
+
+def mean_rank(predictions: Sequence[object], references: Sequence[object]) -> float:
+    """Mean 1-based rank of the paired item (lower is better)."""
+    return _rank_stat(predictions, references, np.mean)
+
+
+def median_rank(predictions: Sequence[object], references: Sequence[object]) -> float:
+    """Median 1-based rank of the paired item (lower is better)."""
+    return _rank_stat(predictions, references, np.median)
+
+
+def _precision_from_lists(k: int):
+    def metric(predictions: Sequence[object], references: Sequence[object]) -> float:
+        rows = []
+        for i, (pred, ref) in enumerate(zip(predictions, references, strict=True)):
+            ranked = _ranked(pred, i)
+            if len(ranked) < k:
+                raise ValueError(f"sample {i}: Prec@{k} needs at least {k} ranked classes, got {len(ranked)}")
+            rows.append(sum(c == str(ref) for c in ranked[:k]) / k)
+        return float(np.mean(rows)) if rows else float("nan")
+
+    metric.__name__ = f"precision_at_{k}"
+    metric.__doc__ = f"Mean share of the first {k} ranked items that carry the query's class."
+    return metric
+
+
+recall_at_1, recall_at_5, recall_at_10 = (_recall_from_lists(k) for k in (1, 5, 10))
+precision_at_1, precision_at_2, precision_at_5, precision_at_10 = (_precision_from_lists(k) for k in (1, 2, 5, 10))

@@ -105,10 +105,11 @@ class ViTConfig:
     depth: int = 12
     heads: int = 12
     mlp_ratio: float = 4.0
-    pool: str = "cls"  # "cls" | "mean" (mean over patch tokens)
+    pool: str = "cls"  # "cls" | "mean" | "max" (mean / element-wise max over patch tokens)
     dropout: float = 0.0
     stem: str = "patch"  # "patch": one linear patch projection | "conv": 3x3 stride-2 conv stack
     stem_channels: int = 32  # channels of the first conv of the "conv" stem (doubled per stage)
+    stem_full_res: bool = False  # "conv" stem: one extra stride-1 conv at input resolution first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,13 +135,17 @@ class ConvStem(nn.Module):
     that makes from-scratch training on small data much faster.
     """
 
-    def __init__(self, patch_size: int, in_chans: int, width: int, channels: int = 32) -> None:
+    def __init__(self, patch_size: int, in_chans: int, width: int, channels: int = 32, full_res: bool = False) -> None:
         super().__init__()
         stages = int(math.log2(patch_size))
         if 2**stages != patch_size:
             raise BenchError(f"the conv stem needs a power-of-two patch size, got {patch_size}")
         layers: list[nn.Module] = []
         c_in, c_out = in_chans, channels
+        if full_res:  # small structures (a few pixels) are seen before the first down-sampling
+            layers += [nn.Conv2d(c_in, c_out // 2, kernel_size=3, padding=1, bias=False), nn.GroupNorm(1, c_out // 2)]
+            layers.append(nn.GELU())
+            c_in = c_out // 2
         for _ in range(stages):
             layers += [
                 nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1, bias=False),
@@ -174,14 +179,16 @@ class VisionTransformer(nn.Module):
             raise BenchError(f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
         if cfg.in_chans not in (1, 3):
             raise BenchError(f"in_chans must be 1 (grayscale) or 3 (RGB), got {cfg.in_chans}")
-        if cfg.pool not in ("cls", "mean"):
-            raise BenchError(f"pool must be 'cls' or 'mean', got {cfg.pool!r}")
+        if cfg.pool not in ("cls", "mean", "max"):
+            raise BenchError(f"pool must be 'cls', 'mean' or 'max', got {cfg.pool!r}")
         if cfg.stem not in ("patch", "conv"):
             raise BenchError(f"stem must be 'patch' or 'conv', got {cfg.stem!r}")
         self.config = cfg
         self.grid = cfg.image_size // cfg.patch_size
         if cfg.stem == "conv":
-            self.patch_embed: nn.Module = ConvStem(cfg.patch_size, cfg.in_chans, cfg.width, cfg.stem_channels)
+            self.patch_embed: nn.Module = ConvStem(
+                cfg.patch_size, cfg.in_chans, cfg.width, cfg.stem_channels, cfg.stem_full_res
+            )
         else:
             self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.width)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
@@ -245,7 +252,12 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.forward_tokens(x)
         patches = tokens[:, 1:]
-        pooled = tokens[:, 0] if self.config.pool == "cls" else patches.mean(dim=1)
+        if self.config.pool == "cls":
+            pooled = tokens[:, 0]
+        elif self.config.pool == "max":  # a finding a few patches wide survives pooling undiluted
+            pooled = patches.amax(dim=1)
+        else:
+            pooled = patches.mean(dim=1)
         return pooled, patches
 
 

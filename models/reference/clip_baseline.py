@@ -2,11 +2,18 @@
 
 A small ViT and a small text transformer are projected linearly into a shared space and trained
 with the symmetric InfoNCE loss (learnable temperature: logit scale initialised to 1/0.07 and
-clamped at 100). Reports are split into sentences and a random subset is used per step as text
-augmentation (as in MedCLIP/BioViL-style training); identical captions in a batch count as
-positives of each other instead of false negatives.
+clamped at 100). Identical captions in a batch count as positives of each other instead of
+false negatives.
 
-Presets: ``tiny`` (trains on the synthetic dataset in a few CPU minutes) and ``paper``
+Text pooling (``text_pooling``): ``"text"`` encodes a report as one sequence; ``"sentences"``
+(tiny preset) encodes each sentence and takes the mean of the projected sentence embeddings, so
+a one-sentence zero-shot prompt lies in the same space as the reports. Training drops each
+sentence of a report with probability ``sentence_dropout`` (text augmentation) and can add
+``sentences_per_image`` single sentences per image as extra captions (``sentence_loss_weight``).
+
+Presets: ``tiny`` (trains on the synthetic dataset in a few CPU minutes; a conv stem with one
+full-resolution conv and max pooling over patch tokens, so findings a few pixels wide such as
+nodules and apical pneumothoraces are not averaged away) and ``paper``
 (CLIP ViT-B/16 at 224 px, 12-layer 512-wide text transformer, embed 512, batch 256, lr 5e-4,
 weight decay 0.2; for a GPU).
 """
@@ -73,15 +80,17 @@ PRESETS: dict[str, dict[str, Any]] = {
             "width": 160,
             "depth": 4,
             "heads": 4,
-            "pool": "mean",
+            "pool": "max",
             "stem": "conv",
+            "stem_full_res": True,
         },
         "text": {"max_length": 64, "width": 128, "depth": 2, "heads": 4, "pool": "mean", "causal": False},
         "embed_dim": 128,
+        "text_pooling": "sentences",
         "tokenizer": {"kind": "wordpiece", "vocab_size": 2000},
         "preprocess": {"channels": 1, "mean": [0.5], "std": [0.25], "resize_mode": "resize"},
         "train": {
-            "epochs": 16,
+            "epochs": 20,
             "batch_size": 32,
             "lr": 1e-3,
             "weight_decay": 0.05,
@@ -89,8 +98,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "min_lr_ratio": 0.0,
             "max_grad_norm": 1.0,
             "grad_accum": 1,
-            "sentences_per_image": 4,
+            "sentences_per_image": 2,
             "sentence_loss_weight": 1.0,
+            "sentence_dropout": 0.2,
             "augment": False,
         },
     },
@@ -105,6 +115,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
         "text": {"max_length": 77, "width": 512, "depth": 12, "heads": 8, "pool": "eos", "causal": True},
         "embed_dim": 512,
+        "text_pooling": "text",
         "tokenizer": {"kind": "bpe", "vocab_size": 30000},
         "preprocess": {"channels": 3, "mean": CLIP_MEAN, "std": CLIP_STD, "resize_mode": "center_crop"},
         "train": {
@@ -116,8 +127,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "min_lr_ratio": 0.0,
             "max_grad_norm": 1.0,
             "grad_accum": 1,
-            "sentences_per_image": 4,
+            "sentences_per_image": 0,
             "sentence_loss_weight": 1.0,
+            "sentence_dropout": 0.2,
             "augment": True,
         },
     },
@@ -143,13 +155,35 @@ _INIT_ARGS = ("checkpoint", "preset", "device", "seed", "batch_size")
 _FIT_KEYS = (
     "preset", "epochs", "lr", "seed", "device", "val_data", "log",
     "batch_size", "weight_decay", "warmup_ratio", "max_grad_norm", "grad_accum",
-    "sentences_per_image", "sentence_loss_weight", "augment", "continue",
+    "sentences_per_image", "sentence_loss_weight", "sentence_dropout", "augment", "continue",
 )  # fmt: skip
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+")
 
 
 def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_SPLIT.split(text.strip()) if s.strip()]
+
+
+def text_units(texts: Sequence[str], sentence_pooling: bool) -> tuple[list[str], list[int]]:
+    """The strings the text tower encodes for ``texts`` and, for each, the index of its text."""
+    if not sentence_pooling:
+        return [str(t) for t in texts], list(range(len(texts)))
+    units, owner = [], []
+    for k, text in enumerate(texts):
+        sents = split_sentences(str(text)) or [str(text)]
+        units.extend(sents)
+        owner.extend([k] * len(sents))
+    return units, owner
+
+
+def tokenize_texts(
+    tokenizer: TextTokenizer, texts: Sequence[str], config: Mapping[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(ids, mask, owner)`` for ``ClipModel.encode_text``; ``owner`` is None without sentence pooling."""
+    pooling = config.get("text_pooling", "text") == "sentences"
+    units, owner = text_units(texts, pooling)
+    ids, mask = tokenizer.encode(units, max_length=config["text"]["max_length"])
+    return ids, mask, (torch.tensor(owner, dtype=torch.long) if pooling else None)
 
 
 def _check_preset(preset: str) -> str:
@@ -177,6 +211,7 @@ def build_config(preset: str, vocab_size: int) -> dict[str, Any]:
             "vision": vision,
             "text": text,
             "embed_dim": p["embed_dim"],
+            "text_pooling": p.get("text_pooling", "text"),
             "tokenizer": p["tokenizer"],
             "preprocess": preprocess,
             "logit_scale_init": LOGIT_SCALE_INIT,
@@ -203,8 +238,28 @@ class ClipModel(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(self.visual(images)[0]), dim=-1)
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text_proj(self.text(input_ids, attention_mask)[0]), dim=-1)
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        owner: torch.Tensor | None = None,
+        n_texts: int | None = None,
+    ) -> torch.Tensor:
+        """L2-normalised text embeddings.
+
+        Without ``owner`` each row is one text. With ``owner`` (``[S]`` long) the rows are
+        sentences and text ``k`` is the mean of the projected embeddings of its sentences
+        (``owner == k``), normalised: a report is embedded as the pool of its sentences, so a
+        one-sentence prompt lives in the same space as the reports the model was trained on.
+        """
+        z = self.text_proj(self.text(input_ids, attention_mask)[0])
+        if owner is not None:
+            n = int(n_texts if n_texts is not None else int(owner.max()) + 1)
+            owner = owner.to(z.device)
+            total = torch.zeros(n, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, owner, z)
+            count = torch.bincount(owner, minlength=n).clamp_min(1).to(z.dtype)
+            z = total / count[:, None]
+        return F.normalize(z, dim=-1)
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.exp().clamp(max=self.logit_scale_max)
@@ -376,14 +431,18 @@ class ClipBaseline(ModelAdapter):
         if isinstance(texts, str):
             raise BenchError("encode_texts() expects a sequence of strings, not a single string")
         self.model.eval()
-        max_len = self.config["text"]["max_length"]
         out = [np.zeros((0, self.embed_dim), dtype=np.float32)]
         with torch.inference_mode():
             for chunk in batched(texts, self.batch_size):
-                ids, mask = self.tokenizer.encode(chunk, max_length=max_len)
-                emb = self.model.encode_text(ids.to(self.device), mask.to(self.device))
+                ids, mask, owner = self._tokenize(chunk)
+                if owner is not None:
+                    owner = owner.to(self.device)
+                emb = self.model.encode_text(ids.to(self.device), mask.to(self.device), owner, len(chunk))
                 out.append(emb.float().cpu().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
+
+    def _tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return tokenize_texts(self.tokenizer, texts, self.config)
 
     # ------------------------------------------------------------------ backbone
 
@@ -401,8 +460,8 @@ class ClipBaseline(ModelAdapter):
         """Train on image-report pairs (from scratch unless ``config["continue"]`` is true).
 
         config keys: preset, epochs, lr, seed, device, val_data, log, batch_size, weight_decay,
-        warmup_ratio, max_grad_norm, grad_accum, sentences_per_image, sentence_loss_weight, augment,
-        continue.
+        warmup_ratio, max_grad_norm, grad_accum, sentences_per_image, sentence_loss_weight,
+        sentence_dropout, augment, continue.
         Defaults come from the preset's ``train`` section.
         """
         config = dict(config or {})
@@ -447,37 +506,55 @@ class ClipBaseline(ModelAdapter):
         max_len = model_config["text"]["max_length"]
         augment = TrainAugment() if hp["augment"] else None
         per_image, sent_weight = int(hp["sentences_per_image"]), float(hp["sentence_loss_weight"])
+        keep_p = 1.0 - float(hp["sentence_dropout"])
+        pooling = model_config.get("text_pooling", "text") == "sentences"
+
+        def report_view(i: int, gen: torch.Generator) -> list[str]:
+            """Report ``i`` with each sentence dropped with probability ``sentence_dropout`` (>= 1 kept)."""
+            sents = sentences[i] or [reports[i]]
+            keep = (torch.rand(len(sents), generator=gen) < keep_p).tolist()
+            if not any(keep):
+                keep[int(torch.randint(len(sents), (), generator=gen))] = True
+            return [x for x, k in zip(sents, keep) if k]
 
         def batches(epoch: int):
             gen = torch.Generator().manual_seed(seed * 1000003 + epoch)
             order = torch.randperm(len(pairs), generator=gen)
             for b in range(steps_per_epoch):
-                idx = order[b * batch_size : (b + 1) * batch_size]
+                idx = order[b * batch_size : (b + 1) * batch_size].tolist()
                 x = images[idx]
                 if augment is not None:
                     x = augment(x, generator=gen)
-                ids, mask = tokenizer.encode([reports[i] for i in idx.tolist()], max_length=max_len)
+                views = [report_view(i, gen) for i in idx]
+                units, owner = ([u for v in views for u in v], [k for k, v in enumerate(views) for _ in v])
+                if not pooling:
+                    units, owner = [" ".join(v) for v in views], list(range(len(idx)))
+                ids, mask = tokenizer.encode(units, max_length=max_len)
+                keys = [" ".join(v) for v in views]
+                same = torch.tensor([[a == c for c in keys] for a in keys])
                 batch = {
                     "images": pre.normalize(x),
                     "ids": ids,
                     "mask": mask,
-                    "positives": caption_positives(torch.arange(len(idx)), ids, mask, len(idx)),
+                    "owner": torch.tensor(owner),
+                    "positives": same,
                 }
-                if per_image > 0:  # a few random sentences of each report, as extra captions
-                    texts, owner = [], []
-                    for k, i in enumerate(idx.tolist()):
+                if per_image > 0:  # a few random sentences of each report as extra captions
+                    texts, s_owner = [], []
+                    for k, i in enumerate(idx):
                         chosen = torch.randperm(len(sentences[i]), generator=gen)[:per_image].tolist()
                         texts.extend(sentences[i][j] for j in chosen)
-                        owner.extend([k] * len(chosen))
+                        s_owner.extend([k] * len(chosen))
                     s_ids, s_mask = tokenizer.encode(texts, max_length=max_len)
                     batch["sent_ids"], batch["sent_mask"] = s_ids, s_mask
-                    batch["sent_positives"] = caption_positives(torch.tensor(owner), s_ids, s_mask, len(idx))
+                    batch["sent_positives"] = caption_positives(torch.tensor(s_owner), s_ids, s_mask, len(idx))
                 yield batch
 
         def loss_fn(m: ClipModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             img = m.encode_image(batch["images"])
             scale = m.scale()
-            report_loss = clip_loss(img, m.encode_text(batch["ids"], batch["mask"]), scale, batch["positives"])
+            txt = m.encode_text(batch["ids"], batch["mask"], batch["owner"], len(img))
+            report_loss = clip_loss(img, txt, scale, batch["positives"])
             out = {"loss": report_loss, "report_loss": report_loss.detach(), "logit_scale": scale.detach()}
             if "sent_ids" in batch:
                 txt = m.encode_text(batch["sent_ids"], batch["sent_mask"])
@@ -496,12 +573,12 @@ class ClipBaseline(ModelAdapter):
             def validate(m: ClipModel, epoch: int) -> dict[str, float]:
                 total, n = 0.0, 0
                 for start in range(0, len(val_pairs), batch_size):
-                    ids, mask = tokenizer.encode(val_reports[start : start + batch_size], max_length=max_len)
-                    ids, mask = ids.to(device), mask.to(device)
+                    chunk = val_reports[start : start + batch_size]
+                    ids, mask, owner = tokenize_texts(tokenizer, chunk, model_config)
                     img = m.encode_image(val_images[start : start + batch_size].to(device))
-                    txt = m.encode_text(ids, mask)
-                    k = len(ids)
-                    positives = caption_positives(torch.arange(k), ids, mask, k)
+                    txt = m.encode_text(ids.to(device), mask.to(device), owner, len(chunk))
+                    k = len(chunk)
+                    positives = torch.tensor([[a == c for c in chunk] for a in chunk], device=device)
                     total += float(clip_loss(img, txt, m.scale(), positives)) * k
                     n += k
                 return {"loss": total / max(n, 1)}
