@@ -183,6 +183,52 @@ def _score_metrics(
     return result
 
 
+# --------------------------------------------------------------------------- data
+
+
+def data_info(name: str) -> dict[str, Any]:
+    """What ``bench data info`` prints: description, where to obtain it, licence, layout."""
+    spec = registry().get("datasets", name)
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "obtain": spec.obtain,
+        "licence": spec.licence,
+        "folder": spec.folder or spec.name,
+        "splits": list(spec.splits),
+        "needs_root": spec.needs_root,
+        "layout": spec.layout,
+    }
+
+
+def data_check(name: str, root: str | Path | None = None) -> dict[str, Any]:
+    """Validate a local copy: ``{"dataset", "ok", "splits": {split: n}, "problems": [...]}``.
+
+    ``root`` is the dataset's own folder; by default ``BENCH_DATA_ROOT/<folder>``. Uses the
+    dataset's ``check`` when it has one, else loads every split and opens a sample of images.
+    """
+    from bench.data.common import CheckReport, check_with_loader
+    from bench.runner import data_root, dataset_folder
+
+    spec = registry().get("datasets", name)
+    if root is not None:
+        folder: Path | None = Path(root)
+    elif spec.needs_root:
+        base = data_root(None)
+        if base is None:
+            raise BenchError(f"give --root DIR (the folder of {name}) or set BENCH_DATA_ROOT")
+        folder = base / (spec.folder or spec.name)
+    else:
+        folder = dataset_folder(spec, data_root(None))
+    if folder is not None and not folder.is_dir():
+        report = CheckReport(name, problems=[f"{folder}: no such folder. {spec.obtain}".strip()])
+    elif spec.check is not None:
+        report = resolve(spec.check)(folder)
+    else:
+        report = check_with_loader(name, folder, resolve(spec.loader), spec.splits)
+    return report.to_json()
+
+
 # --------------------------------------------------------------------------- train
 
 

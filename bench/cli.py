@@ -186,10 +186,13 @@ def train_cmd(
     click.echo(str(path))
 
 
-@cli.command("data")
-@click.option("--data-root", default=None)
-def data_cmd(data_root: str | None) -> None:
-    """Show each dataset and whether it is found under the data root."""
+@cli.group("data", invoke_without_command=True)
+@click.option("--data-root", default=None, help="folder holding one sub-folder per dataset (or BENCH_DATA_ROOT)")
+@click.pass_context
+def data_cmd(ctx: click.Context, data_root: str | None) -> None:
+    """Datasets: without a sub-command, show each one and whether it is found under the data root."""
+    if ctx.invoked_subcommand is not None:
+        return
     from bench import api
     from bench.runner import data_root as resolve_root
 
@@ -203,6 +206,47 @@ def data_cmd(data_root: str | None) -> None:
             folder = root / item["folder"]
             state = f"found at {folder}" if folder.is_dir() else f"missing: expected {folder}"
         click.echo(f"{item['name']:16} {state}")
+
+
+@data_cmd.command("check")
+@click.argument("name")
+@click.option("--root", default=None, help="the dataset's own folder (default: BENCH_DATA_ROOT/<folder>)")
+@click.option("--json", "as_json", is_flag=True, help="print {dataset, ok, splits, problems} as JSON")
+def data_check_cmd(name: str, root: str | None, as_json: bool) -> None:
+    """Validate a local copy of a dataset without loading every image."""
+    from bench import api
+
+    report = api.data_check(name, root)
+    if as_json:
+        _print_json(report)
+    else:
+        counts = ", ".join(f"{k} {v}" for k, v in report["splits"].items()) or "no split read"
+        click.echo(f"{report['dataset']}: {'ok' if report['ok'] else 'PROBLEMS'} ({counts})")
+        for problem in report["problems"]:
+            click.echo(f"  - {problem}")
+    if not report["ok"]:
+        raise SystemExit(EXIT_USAGE)
+
+
+@data_cmd.command("info")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+def data_info_cmd(name: str, as_json: bool) -> None:
+    """Where to obtain a dataset, its licence and the layout the reader expects."""
+    from bench import api
+
+    info = api.data_info(name)
+    if as_json:
+        _print_json(info)
+        return
+    for key in ("name", "description", "obtain", "licence", "folder", "splits"):
+        value = info.get(key)
+        if value:
+            click.echo(f"{key:12} {', '.join(value) if isinstance(value, list) else value}")
+    if info.get("layout"):
+        click.echo("layout:")
+        for line in str(info["layout"]).splitlines():
+            click.echo(f"  {line}")
 
 
 @cli.command("demo")

@@ -242,7 +242,9 @@ class DatasetSpec:
     """A dataset reader. ``loader(root, split, **options) -> list[Sample]`` (lazy reference).
 
     ``needs_root``: False for generated datasets (synthcxr), which need no download.
-    ``check(root) -> None`` raises BenchError naming what is missing (optional, lazy).
+    ``check(root, **options) -> bench.data.common.CheckReport`` validates a local copy without
+    loading every image (optional, lazy; without it ``bench data check`` loads every split and
+    opens a sample of images). ``obtain``, ``licence`` and ``layout`` are shown by ``bench data info``.
     """
 
     name: str
@@ -252,7 +254,9 @@ class DatasetSpec:
     needs_root: bool = True
     folder: str | None = None  # sub-folder of the data root
     obtain: str = ""  # where a user gets the data
-    check: str | Callable[[Path], None] | None = None
+    check: str | Callable[..., Any] | None = None
+    licence: str = ""
+    layout: str = ""  # the expected files under the dataset's folder
 
 
 @dataclass(frozen=True)

@@ -142,9 +142,7 @@ def make_plan(config: RunConfig, reg: Registry | None = None) -> Plan:
         check_capabilities(model_spec, task)
         check_implemented(task)
         ds = reg.get("datasets", task.dataset)
-        folder = dataset_folder(ds, root)
-        if ds.check is not None and folder is not None:
-            resolve(ds.check)(folder)
+        dataset_folder(ds, root)  # a missing folder is refused here; malformed files by the reader
         datasets[ds.name] = ds
     check_output_dir(Path(config.output))
     return Plan(config, model_spec, tasks, datasets)

@@ -6,6 +6,7 @@ Every file is validated against the versioned schema on write and on read.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -41,9 +42,19 @@ def to_json_line(record: Mapping[str, Any]) -> str:
     return json.dumps(_clean(record), ensure_ascii=False, separators=(",", ":"))
 
 
+@functools.cache
+def _results_validator() -> Any:
+    schema = results_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)  # once per process, not on every write
+    return cls(schema)
+
+
 def validate_results(data: Mapping[str, Any], source: str = "results") -> None:
     try:
-        jsonschema.validate(data, results_schema())
+        error = jsonschema.exceptions.best_match(_results_validator().iter_errors(data))
+        if error is not None:
+            raise error
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise BenchError(
@@ -156,7 +167,13 @@ def _validate_record(record: Any, path: Path, lineno: int) -> None:
             "prediction, reference and the task's own fields)"
         )
     record.setdefault("inputs", {})
-    try:
-        jsonschema.validate(record, SAMPLE_RECORD)
-    except jsonschema.ValidationError as exc:
-        raise BenchError(f"{path}:{lineno}: {exc.message}") from None
+    error = jsonschema.exceptions.best_match(_sample_validator().iter_errors(record))
+    if error is not None:
+        raise BenchError(f"{path}:{lineno}: {error.message}")
+
+
+@functools.cache
+def _sample_validator() -> Any:
+    cls = jsonschema.validators.validator_for(SAMPLE_RECORD)
+    cls.check_schema(SAMPLE_RECORD)
+    return cls(SAMPLE_RECORD)

@@ -24,7 +24,6 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.etree import ElementTree
 
 WHEEL_SPEC = "torchxrayvision==1.5.7"
 MEMBER = "torchxrayvision/data/NLMCXR_reports.tgz"
@@ -66,22 +65,16 @@ def _wheel() -> Path:
 
 
 def parse_report(xml_bytes: bytes) -> IUReport:
-    root = ElementTree.fromstring(xml_bytes)
-    uid = root.find("uId")
-    rid = uid.get("id", "") if uid is not None else ""
-    sections = {}
-    for node in root.iter("AbstractText"):
-        label = (node.get("Label") or "").strip().lower()
-        if label:
-            sections[label] = " ".join("".join(node.itertext()).split())
-    mesh = root.find("MeSH")
+    """One report XML, parsed by the Open-I reader (``bench.data.openi.parse_openi_xml``)."""
+    from bench.data.openi import parse_openi_xml
 
-    def terms(tag: str) -> tuple[str, ...]:
-        nodes = mesh.findall(tag) if mesh is not None else []
-        return tuple(" ".join("".join(n.itertext()).split()) for n in nodes)
-
-    major, auto = terms("major"), terms("automatic")
-    return IUReport(id=rid, sections=sections, mesh_major=major, mesh_automatic=auto)
+    report = parse_openi_xml(xml_bytes, "NLMCXR_reports.tgz member")
+    return IUReport(
+        id=report.id,
+        sections=dict(report.sections),
+        mesh_major=report.mesh_major,
+        mesh_automatic=report.mesh_automatic,
+    )
 
 
 def _id_key(report: IUReport) -> tuple[int, str]:

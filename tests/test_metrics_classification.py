@@ -238,3 +238,25 @@ def test_single_class_f1_is_the_positive_class_f1():
     rep = C.multilabel_report(np.array(y)[:, None], np.array(s)[:, None], ["a"], 0.5, resamples=0, seed=0)
     assert rep["F1"]["value"] == pytest.approx(2 / 3)
     assert C.macro_f1(np.array(y), np.array([0, 1, 1, 0, 0]))[0] == pytest.approx(f1_score(y, [0, 1, 1, 0, 0]))
+
+
+def test_vectorised_bootstrap_auc_equals_rank_auc_on_each_resample():
+    from bench.metrics.classification import bootstrap_macro_auc, rank_auc, weighted_auc
+    from bench.metrics.stats import bootstrap_indices, bootstrap_weights
+
+    rng = np.random.default_rng(3)
+    n = 60
+    y = (rng.random((n, 3)) < [0.1, 0.4, 0.7]).astype(int)
+    s = np.round(rng.random((n, 3)), 1)  # many tied scores
+    idx = bootstrap_indices(n, 50, seed=11)
+    w = bootstrap_weights(n, 50, seed=11)
+    for c in range(3):
+        fast = weighted_auc(y[:, c], s[:, c], w)
+        slow = np.array([rank_auc(y[i, c], s[i, c]) for i in idx])
+        assert np.allclose(fast, slow, equal_nan=True)
+        assert weighted_auc(y[:, c], s[:, c], np.ones((1, n)))[0] == pytest.approx(roc_auc_score(y[:, c], s[:, c]))
+    macro = bootstrap_macro_auc(y, s, 50, seed=11)
+    expected = [np.nanmean([rank_auc(y[i, c], s[i, c]) for c in range(3)]) for i in idx]
+    assert np.allclose(macro, expected)
+    # a resample without positives of the rare class leaves it out of that resample's mean
+    assert np.isnan(weighted_auc(np.array([0, 0, 1]), np.array([0.1, 0.2, 0.3]), np.array([[1.0, 2.0, 0.0]])))[0]

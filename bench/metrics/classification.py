@@ -36,7 +36,7 @@ from scipy.stats import rankdata
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
 from bench.interfaces import BenchError
-from bench.metrics.stats import bootstrap_ci
+from bench.metrics.stats import bootstrap_ci, iter_bootstrap_weights, percentile_interval
 
 THRESHOLD_POLICIES = ("fixed", "validation", "test-optimistic")
 
@@ -70,6 +70,47 @@ def rank_auc(y_true: np.ndarray, score: np.ndarray) -> float:
         return float("nan")
     ranks = rankdata(score)
     return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def weighted_auc(y_true: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC-AUC of one class under each row of sample multiplicities ``weights`` ``[R, N]``.
+
+    A bootstrap resample is the data with each sample repeated ``weights[r, i]`` times, so its
+    Mann–Whitney AUC is Σ_pos w_i · (weight of negatives scoring lower + ½ weight of tied
+    negatives) / (W_pos · W_neg). Scores are sorted once; every resample is a weighted pass over
+    the tie groups (``[R]`` values, NaN where a resample lacks positives or negatives). Equal to
+    :func:`rank_auc` on the materialised resample.
+    """
+    y = np.asarray(y_true).astype(bool)
+    order = np.argsort(np.asarray(score, dtype=np.float64), kind="mergesort")
+    ss = np.asarray(score, dtype=np.float64)[order]
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+    w = np.asarray(weights, dtype=np.float64)[:, order]
+    yy = y[order]
+    pos = np.add.reduceat(w * yy, starts, axis=1)
+    neg = np.add.reduceat(w * ~yy, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (below + 0.5 * neg)).sum(axis=1)
+    p_tot, n_tot = pos.sum(axis=1), neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((p_tot > 0) & (n_tot > 0), num / (p_tot * n_tot), np.nan)
+
+
+def bootstrap_macro_auc(y_true: np.ndarray, scores: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """Macro AUC on each bootstrap resample of :func:`bench.metrics.stats.bootstrap_indices`
+    (same resamples), vectorised with :func:`weighted_auc`; classes undefined on a resample are
+    left out of its mean, as in :func:`macro_auc`."""
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    if y.ndim == 1:
+        y, s = y[:, None], s[:, None]
+    out = []
+    for w in iter_bootstrap_weights(y.shape[0], resamples, seed):
+        per_class = np.stack([weighted_auc(y[:, c], s[:, c], w) for c in range(y.shape[1])], axis=1)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out.append(np.nanmean(per_class, axis=1))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _per_class_auc(y: np.ndarray, s: np.ndarray, fast: bool) -> np.ndarray:
@@ -181,9 +222,6 @@ def multilabel_report(
     n = y.shape[0]
     undefined = [c for c, v in zip(classes, auc_c, strict=True) if not np.isfinite(v)]
 
-    def boot_auc(idx: np.ndarray) -> float:
-        return _nanmean(_per_class_auc(y[idx], s[idx], fast=True))
-
     def boot_f1(idx: np.ndarray) -> float:
         return float(_f1_counts(yb[idx], pb[idx]).mean()) if pb.shape[1] else float("nan")
 
@@ -196,7 +234,9 @@ def multilabel_report(
         "average": "macro",
     }
     out = {
-        "AUC": _bundle(auc, boot_auc, n, resamples, seed, classes, auc_c, {"average": "macro"}),
+        "AUC": _bundle(
+            auc, bootstrap_macro_auc(y, s, resamples, seed), n, resamples, seed, classes, auc_c, {"average": "macro"}
+        ),
         "F1": _bundle(_nanmean(f1_c), boot_f1, n, resamples, seed, classes, f1_c, meta),
         "ACC": _bundle(_nanmean(acc_c), boot_acc, n, resamples, seed, classes, acc_c, meta),
     }
@@ -238,15 +278,21 @@ def multiclass_report(
     def boot_f1(idx: np.ndarray) -> float:
         return float(_f1_counts(onehot[idx].astype(bool), pred_onehot[idx]).mean())
 
-    def boot_auc(idx: np.ndarray) -> float:
-        return _nanmean(_per_class_auc(onehot[idx], scores[idx], fast=True))
-
     return {
         "ACC": _bundle(
             acc, boot_acc, n, resamples, seed, classes, acc_c, {"average": "micro (accuracy)"}, per_class_name="recall"
         ),
         "F1": _bundle(f1, boot_f1, n, resamples, seed, classes, f1_c, {"average": "macro"}),
-        "AUC": _bundle(auc, boot_auc, n, resamples, seed, classes, auc_c, {"average": "macro one-vs-rest"}),
+        "AUC": _bundle(
+            auc,
+            bootstrap_macro_auc(onehot, scores, resamples, seed),
+            n,
+            resamples,
+            seed,
+            classes,
+            auc_c,
+            {"average": "macro one-vs-rest"},
+        ),
     }
 
 
@@ -261,7 +307,12 @@ def _bundle(
     meta: Mapping[str, Any],
     per_class_name: str = "per_class",
 ) -> dict[str, Any]:
-    low, high = bootstrap_ci(boot, n, resamples, seed)
+    if callable(boot):
+        low, high = bootstrap_ci(boot, n, resamples, seed)
+    elif resamples <= 0 or n == 0:
+        low, high = None, None
+    else:  # the statistic's values on the resamples, computed vectorised by the caller
+        low, high = percentile_interval(np.asarray(boot, dtype=float), resamples)
     return {
         "value": None if not np.isfinite(value) else float(value),
         "ci95": [low, high],
