@@ -42,17 +42,42 @@ def _image_key(image: Any) -> str:
     raise TypeError("cached image calls need ImageRef inputs (they carry the cache key)")
 
 
-class CachedModel:
-    """Wraps a ModelAdapter; ``cache=None`` disables storage but keeps the accounting."""
+class LazyModel:
+    """Builds the adapter on first use: a run served entirely from the cache never loads weights."""
 
-    def __init__(self, model: ModelAdapter, fingerprint: str, cache: PredictionCache | None, scope: str):
-        self.model = model
+    def __init__(self, build: Callable[[], ModelAdapter]) -> None:
+        self._build = build
+        self._model: ModelAdapter | None = None
+
+    @property
+    def built(self) -> bool:
+        return self._model is not None
+
+    def get(self) -> ModelAdapter:
+        if self._model is None:
+            self._model = self._build()
+        return self._model
+
+
+class CachedModel:
+    """Wraps a ModelAdapter (or a LazyModel); ``cache=None`` disables storage but keeps the accounting."""
+
+    def __init__(
+        self, model: ModelAdapter | LazyModel, fingerprint: str, cache: PredictionCache | None, scope: str
+    ) -> None:
+        self._source = model
         self.fingerprint = fingerprint
         self.cache = cache
         self.scope = scope
         self.stats = CallStats()
 
+    @property
+    def model(self) -> ModelAdapter:
+        return self._source.get() if isinstance(self._source, LazyModel) else self._source
+
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_source", "model"):
+            raise AttributeError(name)
         return getattr(self.model, name)
 
     def _through(

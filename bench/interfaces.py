@@ -269,6 +269,10 @@ class ModelSpec:
     description: str = ""
     kind: str = "unknown"  # "dual encoder" | "generative" | ...
     presets: tuple[str, ...] = ()  # training presets, for `bench train`
+    # ``quick_fingerprint(model_args) -> str | None``: the adapter's fingerprint computed without
+    # building the model (e.g. a hash of checkpoint files), or None when that is not possible.
+    # With it, a run whose predictions are all cached never loads the model.
+    quick_fingerprint: str | Callable[[Mapping[str, Any]], str | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 from bench import __version__
 from bench.cache import PredictionCache, default_cache_path
-from bench.cached_model import CachedModel
+from bench.cached_model import CachedModel, LazyModel
 from bench.interfaces import (
     BenchError,
     DatasetSpec,
@@ -265,8 +265,7 @@ def run(config: RunConfig, reg: Registry | None = None, log: Callable[[str], Non
 def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Callable[[str], None]) -> RunOutcome:
     config = plan.config
     started = time.perf_counter()
-    model = instantiate_model(plan.model_spec, config.model_args, config.device)
-    model_fp = stable_hash({"model": plan.model_spec.name, "weights": model.fingerprint()}, 32)
+    model, model_fp, info = _model_and_identity(plan, cache)
     config_hash = stable_hash(
         {
             "model": plan.model_spec.name,
@@ -306,10 +305,10 @@ def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Call
                 "name": plan.model_spec.name,
                 "args": dict(config.model_args),
                 "fingerprint": model_fp,
-                "parameters": model.num_parameters(),
+                "parameters": info["parameters"],
                 "kind": plan.model_spec.kind,
                 "capabilities": sorted(plan.model_spec.capabilities),
-                "description": model.describe(),
+                "description": info["description"],
             },
             "config": {
                 "tasks": list(config.tasks),
@@ -322,7 +321,7 @@ def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Call
                 "cache": bool(cache),
                 "config_hash": config_hash,
             },
-            "environment": environment(device_description(model, config.device)),
+            "environment": environment(info["device"]),
             "tasks": {},
             "wall_time_s": None,
         }
@@ -341,10 +340,49 @@ def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Call
     return RunOutcome(run_dir, results, resumed)
 
 
+_INFO_SCOPE = "model-info"
+
+
+def _model_info(model: ModelAdapter, device: str) -> dict[str, Any]:
+    return {
+        "parameters": model.num_parameters(),
+        "description": model.describe(),
+        "device": device_description(model, device),
+    }
+
+
+def _model_and_identity(
+    plan: Plan, cache: PredictionCache | None
+) -> tuple[ModelAdapter | LazyModel, str, dict[str, Any]]:
+    """The model (lazy when its fingerprint is known without building it and the cache remembers
+    its description), its fingerprint, and what results.json records about it."""
+    config, spec = plan.config, plan.model_spec
+
+    def build() -> ModelAdapter:
+        return instantiate_model(spec, config.model_args, config.device)
+
+    quick = resolve(spec.quick_fingerprint)(dict(config.model_args)) if spec.quick_fingerprint else None
+    if quick is None or cache is None:
+        model = build()
+        model_fp = stable_hash({"model": spec.name, "weights": model.fingerprint()}, 32)
+        return model, model_fp, _model_info(model, config.device)
+    model_fp = stable_hash({"model": spec.name, "weights": quick}, 32)
+    key = (model_fp, _INFO_SCOPE, "", stable_hash({"args": dict(config.model_args), "device": config.device}))
+    info = cache.get_many([key]).get(key)
+    lazy = LazyModel(build)
+    if info is None:
+        model = lazy.get()
+        if stable_hash({"model": spec.name, "weights": model.fingerprint()}, 32) != model_fp:
+            raise BenchError(f"model {spec.name!r}: its quick fingerprint disagrees with the loaded model's")
+        info = _model_info(model, config.device)
+        cache.put_many([(key, info)])
+    return lazy, model_fp, info
+
+
 def _run_task(
     spec: TaskSpec,
     plan: Plan,
-    model: ModelAdapter,
+    model: ModelAdapter | LazyModel,
     model_fp: str,
     cache: PredictionCache | None,
     root: Path | None,

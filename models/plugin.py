@@ -17,5 +17,6 @@ def bench_register_models() -> list[ModelSpec]:
             "`--model-args checkpoint=DIR` for trained weights.",
             kind="dual encoder",
             presets=("tiny", "paper"),
+            quick_fingerprint="models.reference.clip_baseline:quick_fingerprint",
         ),
     ]

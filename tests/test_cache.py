@@ -98,3 +98,44 @@ def test_cached_model_without_cache_still_counts():
     proxy = CachedModel(model, "fp", None, scope="t")
     proxy.encode_texts(["a", "a"])
     assert proxy.stats.model_items == 2 and proxy.stats.cache_hits == 0
+
+
+def test_a_fully_cached_run_never_builds_the_model(tmp_path, monkeypatch):
+    """With a quick fingerprint (checkpoint files hashed), a second identical run is served from the
+    cache without loading the weights, and records the same model description."""
+    from bench import api, runner
+    from models.reference.clip_baseline import ClipBaseline
+
+    ckpt = tmp_path / "ck"
+    ClipBaseline(device="cpu", seed=3).save(ckpt)
+    builds = []
+    real = runner.instantiate_model
+
+    def counting(*args, **kwargs):
+        builds.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "instantiate_model", counting)
+    options = dict(
+        model_args={"checkpoint": str(ckpt)},
+        output=str(tmp_path / "runs"),
+        cache_path=str(tmp_path / "cache.sqlite"),
+        limit=12,
+        bootstrap=0,
+        progress=False,
+        device="cpu",
+    )
+    first = api.evaluate("clip-baseline", ["synthcxr_zs", "synthcxr_retrieval"], log=lambda m: None, **options)
+    assert len(builds) == 1
+    second = api.evaluate("clip-baseline", ["synthcxr_zs", "synthcxr_retrieval"], log=lambda m: None, **options)
+    assert len(builds) == 1  # nothing was missing from the cache: the weights were never loaded
+    for task in ("synthcxr_zs", "synthcxr_retrieval"):
+        assert second.results["tasks"][task]["metrics"] == first.results["tasks"][task]["metrics"]
+        assert second.results["tasks"][task]["calls"]["model_items"] == 0
+    assert second.results["model"] == first.results["model"]
+    # a changed checkpoint is a different model: it is built and recomputed
+    ClipBaseline(device="cpu", seed=4).save(ckpt)
+    third = api.evaluate("clip-baseline", ["synthcxr_zs"], log=lambda m: None, **options)
+    assert len(builds) == 2
+    assert third.results["model"]["fingerprint"] != first.results["model"]["fingerprint"]
+    assert third.results["tasks"]["synthcxr_zs"]["calls"]["model_items"] > 0

@@ -21,7 +21,6 @@ weight decay 0.2; for a GPU).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import re
@@ -47,11 +46,14 @@ from bench.interfaces import (
     stable_hash,
 )
 from models.components.devices import resolve_device
+from models.components.identity import bytes_fingerprint, files_fingerprint
 from models.components.image_preprocess import ImagePreprocessor, TrainAugment
 from models.components.projector import LinearProjector
 from models.components.text_encoder import TextEncoderConfig, TextTransformer
 from models.components.tokenizer import TextTokenizer
 from models.components.trainer import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
     TrainConfig,
     TrainResult,
     load_checkpoint,
@@ -300,6 +302,23 @@ def caption_positives(owner: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
     return (own @ same) > 0
 
 
+# --------------------------------------------------------------------------- identity without loading
+
+
+def checkpoint_fingerprint(directory: str | Path) -> str:
+    """Hash of a checkpoint's files (weights, config, tokenizer), read without building the model."""
+    return files_fingerprint(directory, (WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE))
+
+
+def quick_fingerprint(args: Mapping[str, Any]) -> str | None:
+    """The fingerprint ``ClipBaseline(**args).fingerprint()`` would give, when it is cheap to know
+    (a checkpoint); None otherwise (the runner then builds the model)."""
+    checkpoint = args.get("checkpoint")
+    if not checkpoint or not Path(str(checkpoint)).is_dir():
+        return None  # the adapter itself reports a missing checkpoint
+    return checkpoint_fingerprint(str(checkpoint))
+
+
 # --------------------------------------------------------------------------- the adapter
 
 
@@ -386,13 +405,20 @@ class ClipBaseline(ModelAdapter):
     # ------------------------------------------------------------------ identity
 
     def fingerprint(self) -> str:
+        """The hash of the checkpoint files these weights are (or would be, once saved): equal to
+        :func:`quick_fingerprint` of a checkpoint without loading it. A random init is named by its
+        preset and seed."""
         if self._random_init:
             return stable_hash({"random-init": self.config, "seed": self.seed})
-        h = hashlib.sha256()
-        h.update(hashlib.sha256(state_dict_bytes(self.model)).digest())
-        h.update(hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).digest())
-        h.update(bytes.fromhex(self.tokenizer.sha256()))
-        return h.hexdigest()[:16]
+        if self.checkpoint is not None:
+            return checkpoint_fingerprint(self.checkpoint)
+        return bytes_fingerprint(
+            [
+                (WEIGHTS_FILE, state_dict_bytes(self.model)),
+                (CONFIG_FILE, json.dumps(dict(self.config), indent=2, sort_keys=True).encode()),
+                (TOKENIZER_FILE, self.tokenizer.to_str().encode("utf-8")),
+            ]
+        )
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
