@@ -137,50 +137,11 @@ def score(
 def _score_metrics(
     records: list[dict[str, Any]], names: list[str], reg: Registry, bootstrap: int, seed: int
 ) -> dict[str, Any]:
-    import math
+    from bench.metrics.scoring import score_metrics
 
-    import numpy as np
-
-    from bench.metrics.stats import additive_bootstrap_cis, bootstrap_ci, is_additive
-    from bench.metrics.unavailable import MetricUnavailable
-
-    def finite(x: float | None) -> float | None:
-        return x if x is not None and math.isfinite(x) else None
-
-    n = len(records)
     preds = [r["prediction"] for r in records]
     refs = [r["reference"] for r in records]
-    stats_cache: dict[str, Any] = {}
-    additive: dict[str, tuple[Any, Any]] = {}  # name -> (metric, per-sample statistics): bootstrapped together
-    result: dict[str, Any] = {}
-    for name in names:
-        fn = resolve(reg.get("metrics", name).fn)
-        try:
-            if is_additive(fn):
-                key = getattr(fn, "stats_key", None) or name
-                if key not in stats_cache:
-                    stats_cache[key] = np.asarray(fn.stats(preds, refs), dtype=np.float64).reshape(n, -1)
-                stats = stats_cache[key]
-                value = float(fn.aggregate(stats.sum(axis=0), n))
-                additive[name] = (fn, stats)
-                low = high = None
-            else:
-                value = float(fn(preds, refs))
-
-                def stat(idx: Any, fn: Any = fn) -> float:
-                    return float(fn([preds[i] for i in idx], [refs[i] for i in idx]))
-
-                low, high = bootstrap_ci(stat, n, bootstrap, seed)
-        except MetricUnavailable as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
-            result[name] = {"value": None, "ci95": [None, None], "n": n, "unavailable": reason}
-            continue
-        except (TypeError, ValueError, KeyError) as exc:
-            raise BenchError(f"metric {name}: cannot score these predictions ({exc})") from None
-        result[name] = {"value": finite(value), "ci95": [finite(low), finite(high)], "n": n}
-    for name, (low, high) in additive_bootstrap_cis(additive, bootstrap, seed).items():
-        result[name]["ci95"] = [finite(low), finite(high)]
-    return result
+    return score_metrics(preds, refs, names, bootstrap, seed, reg=reg)
 
 
 # --------------------------------------------------------------------------- data

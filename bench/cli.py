@@ -71,20 +71,21 @@ def list_cmd(kind: str, as_json: bool) -> None:
     if as_json:
         _print_json(items)
         return
+    width = max((len(item["name"]) for item in items), default=0) + 1
     for item in items:
         if kind == "tasks":
             status = "" if item["implemented"] else "  [protocol not implemented]"
             click.echo(
-                f"{item['name']:28} {item['dataset']:12} {item['protocol']:18} "
+                f"{item['name']:{width}} {item['dataset']:14} {item['protocol']:18} "
                 f"needs {','.join(item['requires']):10} {','.join(item['metrics'])}{status}"
             )
         elif kind == "models":
             click.echo(f"{item['name']:20} {','.join(item['capabilities']):28} {item['description']}")
         elif kind == "datasets":
-            click.echo(f"{item['name']:16} {item['description']}")
+            click.echo(f"{item['name']:{width}} {item['description']}")
         else:
             arrow = "↑" if item["higher_is_better"] else "↓"
-            click.echo(f"{item['name']:16} {arrow} {item['description']}")
+            click.echo(f"{item['name']:{width}} {arrow} {item['description']}")
 
 
 @cli.command("plugins")

@@ -21,6 +21,9 @@ FIVE_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleura
 
 ZERO_SHOT = "tasks.zero_shot:ZeroShotClassification"
 RETRIEVAL = "tasks.retrieval:ImageTextRetrieval"
+VQA = "tasks.vqa:VisualQuestionAnswering"
+RRG = "tasks.report_generation:ReportGeneration"
+GEN_CLS = "tasks.generative_classification:GenerativeClassification"
 RETRIEVAL_METRICS = (
     "Recall@1 i2t",
     "Recall@5 i2t",
@@ -61,6 +64,44 @@ RRG_METRICS = (
 )
 
 
+def generative_classification_tasks() -> list[TaskSpec]:
+    """synthcxr label-set diagnosis and generative zero-shot classification, plain and chain-of-thought prompts."""
+    gen = dict(
+        dataset="synthcxr",
+        split="test",
+        metrics=("ACC", "F1"),
+        requires=frozenset({GENERATE}),
+        factory=GEN_CLS,
+    )
+    specs = []
+    for style, suffix, what in (("plain", "", "the answer alone"), ("cot", "_cot", "step-by-step reasoning")):
+        specs.append(
+            TaskSpec(
+                name=f"synthcxr_diag{suffix}",
+                protocol="diagnosis",
+                family="diagnosis",
+                options={"mode": "multilabel", "classes": (*SYNTH_FINDINGS, "No Finding"), "prompt_style": style},
+                description="Label-set diagnosis by a generative model answering from a candidate list (the 7 "
+                f"findings and No Finding) with {what}; macro ACC/F1 over classes, exact set match, unparseable "
+                "answers counted as wrong.",
+                **gen,
+            )
+        )
+        specs.append(
+            TaskSpec(
+                name=f"synthcxr_zs_generative{suffix}",
+                protocol="generative_zero_shot",
+                family="zero-shot",
+                options={"mode": "multiclass", "classes": FIVE_CLASSES, "prompt_style": style},
+                description="Generative twin of synthcxr_zs_5class: the model names one of 5 findings from a "
+                f"candidate list with {what} (LLaVA-RadZ's MLLM baselines); ACC, macro F1, unparseable answers "
+                "counted as wrong.",
+                **gen,
+            )
+        )
+    return specs
+
+
 def synthcxr_tasks() -> list[TaskSpec]:
     zs = dict(
         dataset="synthcxr",
@@ -90,11 +131,12 @@ def synthcxr_tasks() -> list[TaskSpec]:
             dataset="synthcxr",
             protocol="grounding",
             split="test",
-            metrics=("CNR",),
+            metrics=("CNR", "CNR-signed", "CNR-per-box", "CNR-unbiased"),
             requires=frozenset({GROUND}),
-            factory=None,
+            factory="tasks.grounding:PhraseGrounding",
             family="grounding",
-            description="Phrase grounding: contrast-to-noise ratio of similarity maps inside finding boxes.",
+            description="Phrase grounding: contrast-to-noise ratio of the similarity map of each present finding's "
+            "report sentence inside the finding's boxes, per finding and mean.",
         ),
         TaskSpec(
             name="synthcxr_retrieval",
@@ -116,10 +158,11 @@ def synthcxr_tasks() -> list[TaskSpec]:
             split="test",
             metrics=VQA_METRICS,
             requires=frozenset({GENERATE}),
-            factory=None,
+            factory=VQA,
             family="vqa",
             dataset_options={"view": "vqa"},
-            description="Visual question answering (MultiMedEval metrics).",
+            description="Visual question answering on synthcxr's question-answer pairs (closed yes/no and open "
+            "location/side/severity/abnormality questions), MultiMedEval metrics.",
         ),
         TaskSpec(
             name="synthcxr_rrg",
@@ -128,21 +171,13 @@ def synthcxr_tasks() -> list[TaskSpec]:
             split="test",
             metrics=RRG_METRICS,
             requires=frozenset({GENERATE}),
-            factory=None,
+            factory=RRG,
             family="report generation",
-            description="Findings generation scored with NLG and clinical metrics.",
+            options={"context": "indication"},
+            description="Findings generation with the indication as context (LLaVA-Rad stage-3 setting), scored "
+            "against the findings section with NLG metrics and the offline rule labeler's F1.",
         ),
-        TaskSpec(
-            name="synthcxr_diag",
-            dataset="synthcxr",
-            protocol="diagnosis",
-            split="test",
-            metrics=("ACC", "F1"),
-            requires=frozenset({GENERATE}),
-            factory=None,
-            family="diagnosis",
-            description="Label-set diagnosis by a generative model answering from a candidate list.",
-        ),
+        *generative_classification_tasks(),
     ]
     for pct in (1, 10, 100):
         specs.append(
@@ -215,7 +250,7 @@ def mimic_chexpert_tasks() -> list[TaskSpec]:
             split="test",
             metrics=rrg_metrics,
             requires=frozenset({GENERATE}),
-            factory=None,
+            factory=RRG,
             family="report generation",
             dataset_options={"views": ("PA", "AP"), "require_findings": True},
             description="Findings generation on the official MIMIC-CXR test split: AP/PA images whose report has a "
@@ -229,7 +264,7 @@ def mimic_chexpert_tasks() -> list[TaskSpec]:
             split="val",
             metrics=rrg_metrics,
             requires=frozenset({GENERATE}),
-            factory=None,
+            factory=RRG,
             family="report generation",
             dataset_options={"frontal_only": True, "require_findings": True},
             description="External findings generation on CheXpert validation images (LLaVA-Rad Fig. 3, n=63 "
@@ -271,7 +306,7 @@ def mimic_chexpert_tasks() -> list[TaskSpec]:
             split="test",
             metrics=("CNR", "CNR-signed", "CNR-per-box", "CNR-unbiased"),
             requires=frozenset({GROUND}),
-            factory=None,
+            factory="tasks.grounding:PhraseGrounding",
             family="grounding",
             description="Phrase grounding on MS-CXR (all 1,162 phrase-box pairs, 8 categories): contrast-to-noise "
             "ratio of the phrase's similarity map inside its boxes, per category and mean (LGDEA Tables II-III).",
@@ -406,7 +441,7 @@ def classification_set_tasks() -> list[TaskSpec]:
 
 def vqa_and_report_tasks() -> list[TaskSpec]:
     """Tasks on VQA-RAD, SLAKE, PathVQA, PMC-VQA, IU X-ray, Open-I and ReXVal."""
-    vqa = dict(protocol="vqa", split="test", metrics=VQA_METRICS, requires=frozenset({GENERATE}), factory=None)
+    vqa = dict(protocol="vqa", split="test", metrics=VQA_METRICS, requires=frozenset({GENERATE}), factory=VQA)
     # MedDr Table 2/4 (IU-Xray, MultiMedEval metrics): BLEU-1/4, ROUGE-L, METEOR, F1-RadGraph, RadCliQ;
     # ROUGE-1 and the CheXbert vector similarity have no registered metric, CheXbert F1 stands in.
     rrg_metrics = (
@@ -426,7 +461,7 @@ def vqa_and_report_tasks() -> list[TaskSpec]:
         split="test",
         metrics=rrg_metrics,
         requires=frozenset({GENERATE}),
-        factory=None,
+        factory=RRG,
         family="report generation",
     )
     return [

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.interfaces import BACKBONE, EMBED, TRAIN, BenchError, ImageRef, Sample, stable_hash
+from bench.interfaces import BACKBONE, EMBED, GROUND, TRAIN, BenchError, ImageRef, Sample, stable_hash
 from models.reference import clip_baseline
 from models.reference.clip_baseline import (
     PRESETS,
@@ -71,7 +71,7 @@ def trained() -> ClipBaseline:
 
 def test_class_attributes_and_presets():
     assert ClipBaseline.name == "clip-baseline"
-    assert ClipBaseline.capabilities == frozenset({EMBED, BACKBONE, TRAIN})
+    assert ClipBaseline.capabilities == frozenset({EMBED, BACKBONE, GROUND, TRAIN})
     assert set(PRESETS) == {"tiny", "paper"}
     paper = PRESETS["paper"]
     assert paper["vision"] == {

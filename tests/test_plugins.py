@@ -137,10 +137,11 @@ def test_list_tasks_json_lists_every_synthcxr_task():
     assert tasks["synthcxr_grounding"]["requires"] == ["ground"]
     assert tasks["synthcxr_rrg"]["requires"] == ["generate"]
     assert tasks["synthcxr_ft_1pct"]["requires"] == ["backbone"]
-    assert tasks["synthcxr_zs"]["implemented"] and not tasks["synthcxr_vqa"]["implemented"]
+    assert tasks["synthcxr_zs"]["implemented"] and tasks["synthcxr_vqa"]["implemented"]
+    assert not tasks["synthcxr_ft_1pct"]["implemented"]
     models = json.loads(run_bench("list", "models", "--json").stdout)
     clip = next(m for m in models if m["name"] == "clip-baseline")
-    assert clip["capabilities"] == ["backbone", "embed", "train"]
+    assert clip["capabilities"] == ["backbone", "embed", "ground", "train"]
 
 
 def test_every_task_metric_is_a_registered_metric():

@@ -250,7 +250,7 @@ def test_demo_reuses_checkpoint_and_writes_summary(trained_clip, tmp_path):
     info = json.loads(res.stdout)
     assert len(info["runs"]) == 1
     data = _validate_run(Path(info["runs"][0]))
-    assert set(data["tasks"]) == {"synthcxr_zs", "synthcxr_zs_5class", "synthcxr_retrieval"}
+    assert set(data["tasks"]) == {"synthcxr_zs", "synthcxr_zs_5class", "synthcxr_retrieval", "synthcxr_grounding"}
     html = (out / "index.html").read_text()
     assert "synthcxr_zs" in html and "AUC" in html
     assert f"{data['tasks']['synthcxr_zs']['metrics']['AUC']['value']:.4f}" in html

@@ -37,6 +37,7 @@ from torch import nn
 from bench.interfaces import (
     BACKBONE,
     EMBED,
+    GROUND,
     TRAIN,
     BenchError,
     ModelAdapter,
@@ -324,7 +325,7 @@ def quick_fingerprint(args: Mapping[str, Any]) -> str | None:
 
 class ClipBaseline(ModelAdapter):
     name = MODEL_NAME
-    capabilities = frozenset({EMBED, BACKBONE, TRAIN})
+    capabilities = frozenset({EMBED, GROUND, BACKBONE, TRAIN})
 
     def __init__(
         self,
@@ -469,6 +470,29 @@ class ClipBaseline(ModelAdapter):
 
     def _tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         return tokenize_texts(self.tokenizer, texts, self.config)
+
+    # ------------------------------------------------------------------ ground
+
+    def similarity_map(self, image: Any, phrase: str) -> np.ndarray:
+        """Cosine similarity of each projected patch token (``image_proj`` of the ViT's normalised patch
+        tokens) with the phrase embedding: the patch grid ``[gh, gw]`` (float32); with ``center_crop``
+        preprocessing of a non-square image it is laid on the whole image, NaN outside the crop."""
+        from models.hf_clip import View, place_map
+
+        pil = as_pil(image)
+        self.model.eval()
+        with torch.inference_mode():
+            x = self.preprocess([pil]).to(self.device)
+            tokens = F.normalize(self.model.image_proj(self.model.visual(x)[1][0]), dim=-1)
+        text = torch.from_numpy(self.encode_texts([phrase])[0]).to(tokens.device)
+        p = self.model.visual.config.patch_size
+        grid = (tokens.float() @ text).reshape(x.shape[-2] // p, x.shape[-1] // p).cpu().numpy()
+        h, w, s = pil.height, pil.width, self.preprocessor.size
+        view = None
+        if self.preprocessor.resize_mode == "center_crop" and h != w:  # as ImagePreprocessor._resize
+            nh, nw = max(s, round(h * s / min(h, w))), max(s, round(w * s / min(h, w)))
+            view = View((nh - s) // 2 * h / nh, (nw - s) // 2 * w / nw, s * h / nh, s * w / nw)
+        return place_map(grid, view, (h, w)).astype(np.float32)
 
     # ------------------------------------------------------------------ backbone
 
