@@ -6,6 +6,7 @@ runner refuses it with "protocol not implemented" instead of producing numbers.
 
 from __future__ import annotations
 
+from bench.data.vocab import CHEXPERT_COMPETITION, CHEXPERT_LABELS
 from bench.interfaces import BACKBONE, EMBED, GENERATE, GROUND, TaskSpec
 
 SYNTH_FINDINGS = (
@@ -17,7 +18,7 @@ SYNTH_FINDINGS = (
     "Pneumothorax",
     "Nodule",
 )
-FIVE_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+FIVE_CLASSES = CHEXPERT_COMPETITION
 
 ZERO_SHOT = "tasks.zero_shot:ZeroShotClassification"
 RETRIEVAL = "tasks.retrieval:ImageTextRetrieval"
@@ -199,22 +200,7 @@ def synthcxr_tasks() -> list[TaskSpec]:
 
 def mimic_chexpert_tasks() -> list[TaskSpec]:
     """Tasks on MIMIC-CXR, MS-CXR, MIMIC-5x200, CheXpert and CheXpert-5x200."""
-    chexpert_14 = (
-        "No Finding",
-        "Enlarged Cardiomediastinum",
-        "Cardiomegaly",
-        "Lung Opacity",
-        "Lung Lesion",
-        "Edema",
-        "Consolidation",
-        "Pneumonia",
-        "Atelectasis",
-        "Pneumothorax",
-        "Pleural Effusion",
-        "Pleural Other",
-        "Fracture",
-        "Support Devices",
-    )
+    chexpert_14 = CHEXPERT_LABELS
     # LLaVA-Rad: BLEU-1/4, ROUGE-L, CheXbert F1 (14 / 5 classes, micro / macro, uncertain as negative or
     # positive), RadGraph F1; MedDr adds METEOR, ROUGE-1 and RadCliQ on MIMIC-CXR.
     rrg_metrics = (

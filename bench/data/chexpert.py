@@ -39,25 +39,11 @@ import numpy as np
 
 from bench.data.common import LABEL_VALUES, CheckReport, image_ref, read_table
 from bench.data.mimic_cxr import check_label_cells, sampled_image_problems
+from bench.data.vocab import CHEXPERT_LABELS
 from bench.interfaces import BenchError, ImageRef, Sample
 
 DATASET = "chexpert"
-LABELS: tuple[str, ...] = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
+LABELS: tuple[str, ...] = CHEXPERT_LABELS
 COMPETITION: tuple[str, ...] = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 INFO_COLUMNS: tuple[str, ...] = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 FOLDER_NAMES: tuple[str, ...] = ("CheXpert-v1.0-small", "CheXpert-v1.0")
