@@ -87,4 +87,16 @@ def bench_register_models() -> list[ModelSpec]:
             kind="dual encoder",
             quick_fingerprint="models.open_clip_model:quick_fingerprint",
         ),
+        ModelSpec(
+            name="meddr-rag",
+            factory="models.reference.meddr_rag:MedDrRAG",
+            capabilities=frozenset({GENERATE}),
+            description="MedDr retrieval-augmented diagnosis: top-k cosine retrieval of a registered embed model's "
+            "image embeddings over a dataset split, then label voting (mode=voting) or the neighbours' labels/"
+            "reports put in a registered generate model's prompt (mode=rag): `--model-args embedder=NAME,"
+            "embedder_args=K=V;K=V[,generator=NAME,generator_args=K=V;K=V],database=synthcxr:train,k=5,"
+            "mode=rag|voting,inject=labels|reports|both`.",
+            kind="retrieval-augmented",
+            quick_fingerprint="models.reference.meddr_rag:quick_fingerprint",
+        ),
     ]
