@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from bench.interfaces import BenchError, GenerationRequest, ModelAdapter, Sample, Task, TaskSpec, batched
-from bench.metrics.classification import multilabel_report
+from bench.metrics.classification import binary_label_matrix, multilabel_report
 from bench.metrics.stats import bootstrap_ci
 from bench.metrics.vqa import bleu1, normalize_answer
 from tasks import prompts
@@ -234,21 +234,9 @@ class GenerativeClassification(Task):
     # ------------------------------------------------------------------ scoring
 
     def _binary_labels(self, references: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        policy = self.opts["uncertain"]
-        missing = 0.0 if self.opts["missing"] == "negative" else np.nan
-        y = np.empty((len(references), len(self.classes)))
-        for i, ref in enumerate(references):
-            if not isinstance(ref, Mapping):
-                raise BenchError(f"task {self.name}: a reference is not a {{class: label}} mapping")
-            for j, c in enumerate(self.classes):
-                v = ref.get(c)
-                if v is None:
-                    y[i, j] = missing
-                elif v == -1:
-                    y[i, j] = {"positive": 1.0, "negative": 0.0, "exclude": np.nan}[policy]
-                else:
-                    y[i, j] = float(v == 1)
-        return y
+        if not all(isinstance(ref, Mapping) for ref in references):
+            raise BenchError(f"task {self.name}: a reference is not a {{class: label}} mapping")
+        return binary_label_matrix(references, self.classes, self.opts["uncertain"], self.opts["missing"])
 
     def score(self, records: Sequence[Mapping[str, Any]], bootstrap: int, seed: int) -> dict[str, Any]:
         if not records:

@@ -22,6 +22,7 @@ import numpy as np
 
 from bench.interfaces import BenchError, ModelAdapter, Sample, Task, TaskSpec, batched
 from bench.metrics.classification import (
+    binary_label_matrix,
     chexzero_probability,
     multiclass_report,
     multilabel_report,
@@ -141,19 +142,7 @@ class ZeroShotClassification(Task):
 
     def _binary_labels(self, references: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """0/1 matrix with NaN where a label is excluded by the uncertainty policy."""
-        policy = self.opts["uncertain"]
-        missing = 0.0 if self.opts["missing"] == "negative" else np.nan
-        y = np.empty((len(references), len(self.classes)))
-        for i, ref in enumerate(references):
-            for j, c in enumerate(self.classes):
-                v = ref.get(c)
-                if v is None:
-                    y[i, j] = missing
-                elif v == -1:
-                    y[i, j] = {"positive": 1.0, "negative": 0.0, "exclude": np.nan}[policy]
-                else:
-                    y[i, j] = float(v == 1)
-        return y
+        return binary_label_matrix(references, self.classes, self.opts["uncertain"], self.opts["missing"])
 
     def score(self, records: Sequence[Mapping[str, Any]], bootstrap: int, seed: int) -> dict[str, Any]:
         if not records:

@@ -41,7 +41,7 @@ from typing import Any
 from bench.data import subsets
 from bench.data.common import (
     CheckReport,
-    check_images,
+    count_splits,
     find_file,
     image_ref,
     parse_float,
@@ -400,12 +400,4 @@ def check(root: str | Path, **options: Any) -> CheckReport:
                 report.problems.append(str(exc))
     if report.problems:
         return report
-    for split in SPLITS:
-        try:
-            samples = load(root, split, **options)
-        except BenchError as exc:
-            report.problems.append(str(exc))
-            break
-        report.splits[split] = len(samples)
-        report.problems.extend(check_images(samples, 5))
-    return report
+    return count_splits(report, root, load, SPLITS, sample_images=5, stop_at_error=True, **options)

@@ -244,11 +244,30 @@ def check_with_loader(
     """A generic check: load every split (parsing all metadata), count samples, and verify that a
     spread sample of ``sample_images`` image files per split exists and opens."""
     report = CheckReport(dataset)
+    count_splits(report, root, load, splits, sample_images=sample_images, **options)
+    return report
+
+
+def count_splits(
+    report: CheckReport,
+    root: Path,
+    load: Callable[..., list[Any]],
+    splits: Sequence[str],
+    *,
+    sample_images: int = 20,
+    stop_at_error: bool = False,
+    **options: Any,
+) -> CheckReport:
+    """Load each split into ``report``: its sample count, or the reader's error, plus the problems of
+    a spread sample of ``sample_images`` images. ``stop_at_error``: skip the remaining splits after
+    a split fails to load (they share the failing file)."""
     for split in splits:
         try:
             samples = load(root, split, **options)
         except BenchError as exc:
             report.problems.append(str(exc))
+            if stop_at_error:
+                break
             continue
         report.splits[split] = len(samples)
         report.problems.extend(check_images(samples, sample_images))

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import subsets
-from bench.data.common import CheckReport, check_images, image_ref, seeded_split
+from bench.data.common import CheckReport, count_splits, image_ref, seeded_split
 from bench.interfaces import BenchError, Sample
 
 DATASET = "covidx"
@@ -249,12 +249,4 @@ def check(root: str | Path, **options: Any) -> CheckReport:
     except BenchError as exc:
         report.problems.append(str(exc))
         return report
-    for split in SPLITS:
-        try:
-            samples = load(root, split, **options)
-        except BenchError as exc:
-            report.problems.append(str(exc))
-            break
-        report.splits[split] = len(samples)
-        report.problems.extend(check_images(samples, 5))
-    return report
+    return count_splits(report, root, load, SPLITS, sample_images=5, stop_at_error=True, **options)

@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import subsets
-from bench.data.common import CheckReport, check_images, dicom_ref, find_file, parse_float, read_table, seeded_split
+from bench.data.common import (
+    CheckReport,
+    count_splits,
+    dicom_ref,
+    find_file,
+    parse_float,
+    read_table,
+    seeded_split,
+)
 from bench.interfaces import BenchError, Box, Sample
 
 DATASET = "rsna_pneumonia"
@@ -190,12 +198,4 @@ def check(root: str | Path, **options: Any) -> CheckReport:
         report.problems.append(f"{root}: missing folder {IMAGE_DIR}/ (the DICOM images <patientId>.dcm)")
     if report.problems:
         return report
-    for split in SPLITS:
-        try:
-            samples = load(root, split, **options)
-        except BenchError as exc:
-            report.problems.append(str(exc))
-            break
-        report.splits[split] = len(samples)
-        report.problems.extend(check_images(samples, 5))
-    return report
+    return count_splits(report, root, load, SPLITS, sample_images=5, stop_at_error=True, **options)

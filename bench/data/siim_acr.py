@@ -41,7 +41,7 @@ from typing import Any
 
 from bench.data import rle as rlelib
 from bench.data import subsets
-from bench.data.common import CheckReport, check_images, dicom_ref, read_table, seeded_split
+from bench.data.common import CheckReport, count_splits, dicom_ref, read_table, seeded_split
 from bench.interfaces import BenchError, Box, Sample
 
 DATASET = "siim_acr"
@@ -215,12 +215,4 @@ def check(root: str | Path, **options: Any) -> CheckReport:
     except BenchError as exc:
         report.problems.append(str(exc))
         return report
-    for split in SPLITS:
-        try:
-            samples = load(root, split, **options)
-        except BenchError as exc:
-            report.problems.append(str(exc))
-            break
-        report.splits[split] = len(samples)
-        report.problems.extend(check_images(samples, 5))
-    return report
+    return count_splits(report, root, load, SPLITS, sample_images=5, stop_at_error=True, **options)

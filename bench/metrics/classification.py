@@ -58,6 +58,30 @@ def zscore_columns(scores: np.ndarray) -> np.ndarray:
     return (scores - mean) / np.where(std > 0, std, 1.0)
 
 
+# --------------------------------------------------------------------------- labels
+
+UNCERTAIN_VALUE = {"positive": 1.0, "negative": 0.0, "exclude": np.nan}
+
+
+def binary_label_matrix(
+    references: Sequence[Mapping[str, Any]], classes: Sequence[str], uncertain: str, missing: str
+) -> np.ndarray:
+    """``[N, C]`` 0/1 labels from ``{class: 1 | 0 | -1 | None}`` references; uncertain (-1) becomes
+    1, 0 or NaN (excluded) by ``uncertain``; not mentioned (None) becomes 0 or NaN by ``missing``."""
+    unmentioned = 0.0 if missing == "negative" else np.nan
+    y = np.empty((len(references), len(classes)))
+    for i, ref in enumerate(references):
+        for j, c in enumerate(classes):
+            v = ref.get(c)
+            if v is None:
+                y[i, j] = unmentioned
+            elif v == -1:
+                y[i, j] = UNCERTAIN_VALUE[uncertain]
+            else:
+                y[i, j] = float(v == 1)
+    return y
+
+
 # --------------------------------------------------------------------------- AUC
 
 
