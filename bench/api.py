@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +192,90 @@ def data_check(name: str, root: str | Path | None = None) -> dict[str, Any]:
     return report.to_json()
 
 
+def meddr_bootstrap(
+    generator: str,
+    data: str = "synthcxr",
+    output: str | Path = "bootstrap.jsonl",
+    split: str = "train",
+    generator_args: Any = None,
+    limit: int | None = None,
+    max_new_tokens: int = 256,
+    batch_size: int = 8,
+    image_kind: str = "chest X-ray",
+    data_root_dir: str | None = None,
+    device: str = "auto",
+    cache_path: str | Path | None = None,
+    log: Log | None = None,
+) -> dict[str, Any]:
+    """MedDr's diagnosis-guided bootstrapping: a findings paragraph for each labelled image of a dataset split,
+    written by a registered ``generate`` model told the image's labels (``models.reference.meddr_bootstrap``).
+
+    Writes ``output`` (JSONL, one record per report; replaced only when the run completes) and returns
+    ``{"written", "skipped", "cached", "generated", "output", ...}``. Generations go through the prediction
+    cache (``cache_path``, default ``$BENCH_CACHE_DIR/predictions.sqlite``): a re-run after a crash does not
+    call the model again for the finished batches.
+    """
+    from bench.cache import PredictionCache, default_cache_path
+
+    # plugin code by lazy reference, as the registry reaches it: bench/ imports neither models/ nor tasks/
+    mb = resolve("models.reference.meddr_bootstrap")
+    log = log or _stderr
+    if limit is not None and limit < 1:
+        raise BenchError(f"--limit must be a positive number of samples, got {limit}")
+    template = resolve("tasks.prompts:BOOTSTRAP_FINDINGS")
+    mb.check_options(template, max_new_tokens, batch_size)
+    gen_args = mb.generator_arguments(generator_args)
+    mb.check_generator(generator)
+    ds = registry().get("datasets", data)
+    if split not in ds.splits:
+        raise BenchError(f"dataset {data!r} has no split {split!r}; valid: {', '.join(ds.splits)}")
+    folder = dataset_folder(ds, data_root(data_root_dir))
+    out = Path(output)
+    mb.check_output_file(out)
+    samples = resolve(ds.loader)(folder, split)
+    if limit is not None:
+        samples = samples[:limit]
+    if not any(mb.skip_reason(s) is None for s in samples):
+        no_labels = sum(mb.skip_reason(s) == "no_labels" for s in samples)
+        raise BenchError(
+            f"{mb.NAME}: no sample of {data}:{split} has both an image and labels ({len(samples)} samples, "
+            f"{no_labels} without labels); diagnosis-guided bootstrapping needs a labelled image dataset"
+        )
+    stats = mb.BootstrapStats()
+    with PredictionCache(cache_path or default_cache_path()) as cache:
+        records = mb.bootstrap_reports(
+            generator,
+            samples,
+            prompt_template=template,
+            generator_args=gen_args,
+            image_kind=image_kind,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            cache=cache,
+            device=device,
+            log=log,
+            stats=stats,
+        )
+        writer = mb.JsonlWriter(out)
+        try:
+            for record in records:
+                writer.write(record)
+            path = writer.finish()
+        finally:
+            writer.close()
+    return {
+        "written": stats.written,
+        "skipped": stats.skipped,
+        "skipped_no_labels": stats.skipped_no_labels,
+        "skipped_no_image": stats.skipped_no_image,
+        "cached": stats.cached,
+        "generated": stats.generated,
+        "generator": stats.generator,
+        "generator_fingerprint": stats.generator_fingerprint,
+        "output": str(path),
+    }
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -205,8 +291,13 @@ def train(
     device: str = "auto",
     data_root_dir: str | None = None,
     log: Log | None = None,
+    train_args: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Train a trainable model on a dataset's train split (validation on its val split)."""
+    """Train a trainable model on a dataset's train split (validation on its val split).
+
+    ``train_args`` are model-specific ``fit`` options (e.g. ``encoder=DIR`` for llava-rad, an
+    ablation switch, ``paired_fraction=0.1`` for lgdea); the model rejects keys it does not know.
+    """
     log = log or _stderr
     reg = registry()
     spec = reg.get("models", model)
@@ -226,7 +317,12 @@ def train(
     adapter = instantiate_model(spec, {"preset": preset, "seed": seed}, device)
     log(f"training {model} (preset {preset}) on {data}: {len(train_samples)} train, {len(val_samples)} val samples")
     start = time.perf_counter()
-    adapter.fit(train_samples, {"preset": preset, "seed": seed, "device": device, "val_data": val_samples, "log": log})
+    extra = dict(train_args or {})
+    clash = sorted(set(extra) & {"preset", "seed", "device", "val_data", "log"})
+    if clash:
+        raise BenchError(f"--train-args cannot set {', '.join(clash)}: use the command's own options")
+    fit_config = {"preset": preset, "seed": seed, "device": device, "val_data": val_samples, "log": log, **extra}
+    adapter.fit(train_samples, fit_config)
     adapter.save(out)
     record = {
         "model": model,
@@ -234,6 +330,7 @@ def train(
         "data": data,
         "seed": seed,
         "device": device,
+        "train_args": {k: v for k, v in extra.items()},
         "train_samples": len(train_samples),
         "seconds": round(time.perf_counter() - start, 2),
         "fingerprint": adapter.fingerprint(),
@@ -265,45 +362,142 @@ def demo_tasks(model: str, reg: Registry | None = None) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class DemoStep:
+    """One model of the demo: trained (tiny preset) unless ``train`` is false, then evaluated.
+
+    ``"{name}"`` inside ``train_args`` / ``model_args`` values stands for the checkpoint folder of an
+    earlier step's model (LLaVA-Rad starts from the trained clip-baseline encoder, LLaVA-RadZ from
+    the trained LLaVA-Rad, MedDr's retrieval uses both).
+    """
+
+    model: str
+    train: bool = True
+    train_args: Mapping[str, Any] = field(default_factory=dict)
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    tasks: tuple[str, ...] | None = None  # None: every synthcxr task the model supports
+
+
+DEMO_PLAN: tuple[DemoStep, ...] = (
+    DemoStep("clip-baseline"),
+    DemoStep("lgdea"),
+    DemoStep("llava-rad", train_args={"encoder": "{clip-baseline}"}),
+    DemoStep("llava-radz", train_args={"base": "{llava-rad}"}),
+    DemoStep(
+        "meddr-rag",
+        train=False,
+        model_args={
+            "embedder": "clip-baseline",
+            "embedder_args": "checkpoint={clip-baseline}",
+            "mode": "voting",
+        },
+        tasks=("synthcxr_diag",),
+    ),
+)
+
+
+def _fill(value: Any, checkpoints: Mapping[str, Path]) -> Any:
+    if not isinstance(value, str):
+        return value
+    for name, path in checkpoints.items():
+        value = value.replace("{" + name + "}", str(path))
+    if "{" in value and "}" in value:
+        raise BenchError(f"demo: {value!r} names a model that was not trained earlier in the demo")
+    return value
+
+
+def demo_plan(reg: Registry, models: Sequence[str] | None = None) -> list[DemoStep]:
+    """The demo's steps for the registered models: DEMO_PLAN's, then any other trainable model with
+    a tiny preset (a plugin's) trained plainly; ``models`` keeps those named (and what they need)."""
+    steps = [s for s in DEMO_PLAN if s.model in reg.models]
+    planned = {s.model for s in steps}
+    for name, spec in sorted(reg.models.items()):
+        if name not in planned and TRAIN in spec.capabilities and "tiny" in spec.presets:
+            steps.append(DemoStep(name))
+    if models:
+        unknown = sorted(set(models) - {s.model for s in steps})
+        if unknown:
+            raise BenchError(f"demo: no demo step for {', '.join(unknown)}; steps: {', '.join(s.model for s in steps)}")
+        wanted = set(models)
+        for step in reversed(steps):  # what a wanted step refers to is wanted too
+            if step.model in wanted:
+                refs = json.dumps([dict(step.train_args), dict(step.model_args)])
+                wanted |= {s.model for s in steps if "{" + s.model + "}" in refs}
+        steps = [s for s in steps if s.model in wanted]
+    return steps
+
+
+def _reusable(ckpt: Path, model: str, train_args: Mapping[str, Any]) -> bool:
+    """A finished checkpoint trained for this step (same model, preset, arguments)."""
+    record = trained_checkpoint(ckpt)
+    if record is None:
+        return False
+    return (
+        record.get("model") == model
+        and record.get("preset") == "tiny"
+        and record.get("train_args", {}) == json.loads(json.dumps(dict(train_args)))
+    )
+
+
 def demo(
     output: str | Path = "runs",
     data_root_dir: str | None = None,
     bootstrap: int = 1000,
     device: str = "auto",
     log: Log | None = None,
+    models: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The main job on the embedded default: train (or reuse) each trainable model's tiny
-    preset on synthcxr, run every synthcxr task it supports, write an HTML summary."""
+    """The main job on the embedded default: train (or reuse) each reference model's tiny preset on
+    synthcxr in dependency order (:data:`DEMO_PLAN`), run every synthcxr task it supports, and write
+    an HTML summary with the models side by side."""
     from reports.summary import write_summary
 
     log = log or _stderr
     reg = registry()
     output = Path(output)
     run_dirs: list[Path] = []
-    for name, spec in sorted(reg.models.items()):
-        if TRAIN not in spec.capabilities or "tiny" not in spec.presets:
-            continue
-        tasks = demo_tasks(name, reg)
+    checkpoints: dict[str, Path] = {}
+    timings: dict[str, dict[str, float]] = {}
+    for step in demo_plan(reg, models):
+        tasks = list(step.tasks) if step.tasks is not None else demo_tasks(step.model, reg)
+        tasks = [t for t in tasks if t in reg.tasks]
+        model_args = {k: _fill(v, checkpoints) for k, v in step.model_args.items()}
+        start = time.perf_counter()
+        if step.train:
+            train_args = {k: _fill(v, checkpoints) for k, v in step.train_args.items()}
+            ckpt = output / "checkpoints" / f"{step.model}-tiny-synthcxr"
+            if _reusable(ckpt, step.model, train_args):
+                log(f"reusing trained checkpoint {ckpt}")
+            else:
+                if trained_checkpoint(ckpt) is not None:
+                    log(f"{ckpt} was trained with other settings: training it again")
+                    shutil.rmtree(ckpt)
+                train(
+                    step.model, "tiny", "synthcxr", ckpt, device=device, data_root_dir=data_root_dir, log=log,
+                    train_args=train_args,
+                )  # fmt: skip
+            checkpoints[step.model] = ckpt
+            model_args = {"checkpoint": str(ckpt), **model_args}
+        trained_s = time.perf_counter() - start
         if not tasks:
             continue
-        ckpt = output / "checkpoints" / f"{name}-tiny-synthcxr"
-        if trained_checkpoint(ckpt) is None:
-            train(name, "tiny", "synthcxr", ckpt, device=device, data_root_dir=data_root_dir, log=log)
-        else:
-            log(f"reusing trained checkpoint {ckpt}")
         outcome = evaluate(
-            name,
+            step.model,
             tasks,
             log=log,
-            model_args={"checkpoint": str(ckpt)},
+            model_args=model_args,
             output=str(output),
             bootstrap=bootstrap,
             device=device,
             data_root=data_root_dir,
         )
         run_dirs.append(outcome.run_dir)
+        timings[step.model] = {
+            "train_s": round(trained_s, 1),
+            "evaluate_s": round(time.perf_counter() - start - trained_s, 1),
+        }
     if not run_dirs:
         raise BenchError("no trainable model with a 'tiny' preset is registered: nothing to demonstrate")
     summary = write_summary(output)
     log(f"summary: {summary}")
-    return {"runs": [str(d) for d in run_dirs], "summary": str(summary)}
+    return {"runs": [str(d) for d in run_dirs], "summary": str(summary), "seconds": timings}

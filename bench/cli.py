@@ -169,6 +169,41 @@ def score_cmd(
     _print_json(result)
 
 
+@cli.command("meddr-bootstrap")
+@click.option("--generator", required=True, help="Registered model with the generate capability.")
+@click.option("--generator-args", default=None, help="Its own arguments, K=V;K=V (or a JSON object).")
+@click.option("--data", required=True, help="Labelled dataset whose images are described (e.g. synthcxr).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--limit", type=int, default=None, help="First N samples of the split.")
+@click.option("--output", required=True, help="JSONL file, one record per generated report.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--image-kind", default="chest X-ray", show_default=True, help="How the prompt names the image.")
+@click.option("--data-root", default=None, help="Folder holding one sub-folder per dataset (or BENCH_DATA_ROOT).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--cache", "cache_path", default=None, help="Prediction cache file (default ~/.cache/medvlbench).")
+def meddr_bootstrap_cmd(**kw: Any) -> None:
+    """MedDr diagnosis-guided bootstrapping: findings written from each labelled image and its labels."""
+    from bench import api
+
+    _print_json(
+        api.meddr_bootstrap(
+            kw["generator"],
+            kw["data"],
+            kw["output"],
+            split=kw["split"],
+            generator_args=kw["generator_args"],
+            limit=kw["limit"],
+            max_new_tokens=kw["max_new_tokens"],
+            batch_size=kw["batch_size"],
+            image_kind=kw["image_kind"],
+            data_root_dir=kw["data_root"],
+            device=kw["device"],
+            cache_path=kw["cache_path"],
+        )
+    )
+
+
 @cli.command("train")
 @click.argument("model")
 @click.option("--preset", default="tiny", show_default=True)
@@ -177,13 +212,34 @@ def score_cmd(
 @click.option("--output", default=None, help="Checkpoint folder (default checkpoints/MODEL-PRESET-DATA).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--train-args",
+    default=None,
+    help="Model-specific training options K=V,K=V (e.g. encoder=DIR for llava-rad, dkam=false for llava-radz).",
+)
 def train_cmd(
-    model: str, preset: str, data: str, data_root: str | None, output: str | None, seed: int, device: str
+    model: str,
+    preset: str,
+    data: str,
+    data_root: str | None,
+    output: str | None,
+    seed: int,
+    device: str,
+    train_args: str | None,
 ) -> None:
     """Train a bundled reference model; evaluate it later with --model-args checkpoint=DIR."""
     from bench import api
 
-    path = api.train(model, preset, data, output, seed=seed, device=device, data_root_dir=data_root)
+    path = api.train(
+        model,
+        preset,
+        data,
+        output,
+        seed=seed,
+        device=device,
+        data_root_dir=data_root,
+        train_args=parse_model_args(train_args),
+    )
     click.echo(str(path))
 
 
@@ -255,11 +311,17 @@ def data_info_cmd(name: str, as_json: bool) -> None:
 @click.option("--data-root", default=None)
 @click.option("--bootstrap", type=int, default=1000, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def demo_cmd(output: str, data_root: str | None, bootstrap: int, device: str) -> None:
+@click.option(
+    "--models",
+    default=None,
+    help="Only these demo models (comma-separated), plus the models they start from; default all.",
+)
+def demo_cmd(output: str, data_root: str | None, bootstrap: int, device: str, models: str | None) -> None:
     """Train the tiny reference models on synthcxr, run every synthcxr task, write a summary."""
     from bench import api
 
-    _print_json(api.demo(output, data_root, bootstrap=bootstrap, device=device))
+    chosen = _split(models) if models else None
+    _print_json(api.demo(output, data_root, bootstrap=bootstrap, device=device, models=chosen))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,7 +137,13 @@ class Sample:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One generation call: images + prompt + decoding options."""
+    """One generation call: images + prompt + decoding options.
+
+    ``context`` carries the structured fields the task built its prompt from, as ``(name, value)``
+    pairs (e.g. ``("protocol", "report_generation"), ("indication", "...")``), so that a model
+    trained with a prompt of its own (LLaVA-Rad's) can rebuild that prompt; every other model
+    reads ``prompt`` only. It is part of the request hash when present.
+    """
 
     images: tuple[ImageRef, ...]
     prompt: str
@@ -146,6 +152,10 @@ class GenerationRequest:
     top_p: float = 1.0
     system: str | None = None
     sample_id: str | None = None
+    context: tuple[tuple[str, str], ...] = ()
+
+    def context_value(self, name: str) -> str | None:
+        return next((v for k, v in self.context if k == name), None)
 
     @property
     def deterministic(self) -> bool:
@@ -160,6 +170,8 @@ class GenerationRequest:
             "temperature": self.temperature,
             "top_p": self.top_p,
         }
+        if self.context:  # absent from older hashes, which stay valid
+            payload["context"] = [list(kv) for kv in self.context]
         return stable_hash(payload)
 
 

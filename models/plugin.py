@@ -68,6 +68,42 @@ def bench_register_models() -> list[ModelSpec]:
             quick_fingerprint="models.reference.clip_baseline:quick_fingerprint",
         ),
         ModelSpec(
+            name="llava-rad",
+            factory="models.reference.llava_rad:LlavaRad",
+            capabilities=frozenset({GENERATE, EMBED, BACKBONE, TRAIN}),
+            description="LLaVA-Rad: CLIP-pretrained image encoder -> 2-layer MLP projector -> causal language model; "
+            "stage 2 trains the projector on image-only findings generation, stage 3 LoRA-tunes the language "
+            "model with the indication as context. `--model-args checkpoint=DIR` (ours) or `pretrained=DIR` "
+            "(a released LLaVA checkpoint, loaded as hf-llava); `bench train llava-rad --train-args encoder=DIR` "
+            "starts from a trained clip-baseline.",
+            kind="generative",
+            presets=("tiny", "paper"),
+            quick_fingerprint="models.reference.llava_rad:quick_fingerprint",
+        ),
+        ModelSpec(
+            name="llava-radz",
+            factory="models.reference.llava_radz:LlavaRadZ",
+            capabilities=frozenset({EMBED, BACKBONE, GENERATE, TRAIN}),
+            description="LLaVA-RadZ: zero-shot recognition from an MLLM's decoder features (DFAT: learned "
+            "<ImgCls>/<TxtCls> tokens, global/local cross InfoNCE; DKAM: disease-description anchors). "
+            "`bench train llava-radz --train-args base=DIR` starts from a trained llava-rad; ablation switches "
+            "dkam=false, library=entity|disease, features=global|local|both, prompt=false.",
+            kind="generative (decoder features)",
+            presets=("tiny", "paper"),
+            quick_fingerprint="models.reference.llava_radz:quick_fingerprint",
+        ),
+        ModelSpec(
+            name="lgdea",
+            factory="models.reference.lgdea:LGDEA",
+            capabilities=frozenset({EMBED, GROUND, BACKBONE, TRAIN}),
+            description="LGDEA: diagnostic-evidence alignment under limited pairing (evidence extracted from "
+            "reports by rules or an OpenAI-compatible LLM, prototypes, lesion queries, evidence graphs with "
+            "label propagation). `--train-args paired_fraction=0.1` keeps 10% of the pairs.",
+            kind="dual encoder",
+            presets=("tiny", "paper"),
+            quick_fingerprint="models.reference.lgdea:quick_fingerprint",
+        ),
+        ModelSpec(
             name="hf-clip",
             factory="models.hf_clip:HFClip",
             capabilities=frozenset({EMBED, GROUND, BACKBONE}),

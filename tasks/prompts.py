@@ -60,3 +60,20 @@ COT_MULTI = (
     "Then end with a last line of the form 'Answer: <comma-separated list of the candidates that apply>'."
 )
 CANDIDATE_SEPARATOR = "; "
+
+# --------------------------------------------------------------------------- diagnosis-guided bootstrapping (MedDr)
+
+# Training text from a labelled image: the generator sees the image and its established diagnosis and writes
+# findings that agree with it. {present}, {absent}, {uncertain}: comma-separated finding names, "none" when empty.
+BOOTSTRAP_FINDINGS = (
+    "This {image_kind} belongs to a labelled collection, and experts have already established its diagnosis.\n"
+    "Present: {present}\n"
+    "Absent: {absent}\n"
+    "Uncertain: {uncertain}\n"
+    "Write the FINDINGS section of the report for this image: one paragraph of plain prose, as the reading "
+    "clinician would dictate it. Describe what the image itself shows, and stay consistent with the established "
+    "diagnosis: describe every present finding (where it lies, how large or extensive it looks), state plainly "
+    "that each absent finding is not seen, and word each uncertain finding as possible rather than definite. "
+    "If the only present finding is No Finding, describe a normal study. Add no abnormality that the diagnosis "
+    "does not list, do not mention labels or that a diagnosis was supplied, and give only the paragraph."
+)

@@ -89,6 +89,7 @@ class ReportGeneration(Task):
                         max_new_tokens=int(self.opts["max_new_tokens"]),
                         temperature=0.0,
                         sample_id=s.id,
+                        context=(("protocol", "report_generation"), ("indication", indication or "")),
                     )
                 )
                 contexts.append(indication)

@@ -40,3 +40,22 @@ def trained_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("ckpt") / "clip-baseline-tiny-synthcxr"
     return api.train("clip-baseline", "tiny", "synthcxr", out, seed=0, device="cpu", log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def trained_llava_rad(tmp_path_factory: pytest.TempPathFactory, trained_clip: Path) -> Path:
+    """llava-rad trained with the tiny preset on synthcxr, its stage-1 encoder being ``trained_clip``."""
+    from bench import api
+
+    out = tmp_path_factory.mktemp("ckpt") / "llava-rad-tiny-synthcxr"
+    return api.train(
+        "llava-rad",
+        "tiny",
+        "synthcxr",
+        out,
+        seed=0,
+        device="cpu",
+        log=lambda m: None,
+        # shorter than the preset (the test-suite budget); the stages and their freezing are the preset's
+        train_args={"encoder": str(trained_clip), "lm_epochs": 3, "align_epochs": 2, "finetune_epochs": 2},
+    )

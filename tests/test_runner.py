@@ -244,7 +244,7 @@ def test_demo_reuses_checkpoint_and_writes_summary(trained_clip, tmp_path):
 
     out = tmp_path / "runs"
     shutil.copytree(trained_clip, out / "checkpoints" / "clip-baseline-tiny-synthcxr")
-    res = run_bench("demo", "--output", str(out), "--bootstrap", "50")
+    res = run_bench("demo", "--output", str(out), "--bootstrap", "50", "--models", "clip-baseline")
     assert res.returncode == 0, res.stderr
     assert "reusing trained checkpoint" in res.stderr
     info = json.loads(res.stdout)
@@ -254,3 +254,19 @@ def test_demo_reuses_checkpoint_and_writes_summary(trained_clip, tmp_path):
     html = (out / "index.html").read_text()
     assert "synthcxr_zs" in html and "AUC" in html
     assert f"{data['tasks']['synthcxr_zs']['metrics']['AUC']['value']:.4f}" in html
+
+
+def test_demo_plan_keeps_dependency_order_and_closes_over_references():
+    from bench import api
+    from bench.interfaces import BenchError
+    from bench.plugins import registry
+
+    reg = registry()
+    full = [s.model for s in api.demo_plan(reg)]
+    assert full[:5] == ["clip-baseline", "lgdea", "llava-rad", "llava-radz", "meddr-rag"]
+    assert [s.model for s in api.demo_plan(reg, ["llava-radz"])] == ["clip-baseline", "llava-rad", "llava-radz"]
+    assert [s.model for s in api.demo_plan(reg, ["meddr-rag"])] == ["clip-baseline", "meddr-rag"]
+    with pytest.raises(BenchError, match="no demo step for nope"):
+        api.demo_plan(reg, ["nope"])
+    with pytest.raises(BenchError, match="not trained earlier"):
+        api._fill("checkpoint={llava-rad}", {})
