@@ -158,7 +158,7 @@ def test_stages_freeze_what_the_paper_freezes(tmp_path: Path) -> None:
     assert only_align.config["train"]["stage3"].startswith("skipped")
 
     full = lr.LlavaRad(device="cpu")
-    _quick_fit(full, encoder=str(tmp_path / "enc"), lm=str(lm_dir))
+    _quick_fit(full, encoder=str(tmp_path / "enc"), lm=str(lm_dir), lora_r=8)  # tiny's default is full (r=0)
     changed = [k for k, v in full.model.lm.state_dict().items() if not torch.equal(lm_before[k], v)]
     assert changed and all("proj" in k for k in changed)  # LoRA targets: attention and MLP projections
     assert not any("lora" in k for k in full.model.state_dict())  # merged
