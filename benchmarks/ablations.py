@@ -55,7 +55,7 @@ TASKS = {
 }
 HEADLINE = {
     "synthcxr_zs": "AUC",
-    "synthcxr_retrieval": "Recall@10_i2t",
+    "synthcxr_retrieval": "Recall@10 i2t",
     "synthcxr_grounding": "CNR",
     "synthcxr_rrg": "chexpert_rules_f1_micro_14_uncneg",
 }
