@@ -14,7 +14,7 @@ from typing import Any
 from bench.interfaces import TRAIN, BenchError, resolve
 from bench.plugins import Registry, registry
 from bench.runner import RunConfig, RunOutcome, data_root, dataset_folder, instantiate_model, run
-from reports.io import atomic_write_text, iter_samples, read_results
+from reports.io import JsonlWriter, atomic_write_text, iter_samples, read_results
 
 Log = Callable[[str], None]
 
@@ -256,7 +256,7 @@ def meddr_bootstrap(
             log=log,
             stats=stats,
         )
-        writer = mb.JsonlWriter(out)
+        writer = JsonlWriter(out)
         try:
             for record in records:
                 writer.write(record)

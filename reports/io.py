@@ -106,14 +106,13 @@ def samples_path(run_dir: Path, task: str) -> Path:
     return run_dir / SAMPLES_DIR / f"{task}.jsonl"
 
 
-class SampleWriter:
-    """Streams records to ``samples/<task>.jsonl.partial``; ``finish`` renames it into place."""
+class JsonlWriter:
+    """Streams records to ``FILE.partial`` (line-buffered: every record reaches the file as soon as it is
+    produced); ``finish`` renames it to ``FILE``, so an existing output is replaced only by a complete one."""
 
-    def __init__(self, run_dir: Path, task: str) -> None:
-        self.final = samples_path(run_dir, task)
+    def __init__(self, path: str | Path) -> None:
+        self.final = Path(path)
         self.partial = self.final.with_name(self.final.name + PARTIAL_SUFFIX)
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        # line-buffered: every record reaches the file as soon as it is produced
         self._fh: TextIO | None = open(self.partial, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
         self.count = 0
 
@@ -135,6 +134,15 @@ class SampleWriter:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+class SampleWriter(JsonlWriter):
+    """Streams a task's records to ``samples/<task>.jsonl.partial``; ``finish`` renames it into place."""
+
+    def __init__(self, run_dir: Path, task: str) -> None:
+        path = samples_path(run_dir, task)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        super().__init__(path)
 
 
 def iter_samples(path: str | Path, validate: bool = True) -> Iterator[dict[str, Any]]:

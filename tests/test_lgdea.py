@@ -505,6 +505,31 @@ def test_fit_is_deterministic(toy_trained):
     assert again.fingerprint() == toy_trained.fingerprint()
 
 
+def test_init_from_a_clip_baseline_checkpoint(tmp_path):
+    from models.reference.clip_baseline import ClipBaseline
+
+    clip = ClipBaseline(device="cpu", seed=5)
+    clip.fit(make_samples(16), {"epochs": 1, "batch_size": 8, "seed": 5})
+    clip.save(tmp_path / "clip")
+    tokenizer, config, model = lgdea._from_clip_baseline(str(tmp_path / "clip"), "tiny", {}, seed=0)
+    assert tokenizer.to_str() == clip.tokenizer.to_str() and config["text"]["vocab_size"] == clip.tokenizer.vocab_size
+    for name in ("visual", "text", "image_proj", "text_proj"):
+        ours, theirs = getattr(model, name).state_dict(), getattr(clip.model, name).state_dict()
+        assert all(torch.equal(ours[k], theirs[k].cpu()) for k in theirs)
+    assert model.logit_scale.item() == pytest.approx(clip.model.logit_scale.item())
+    # fit from it: one epoch, recorded; starting from the checkpoint changes what is learnt
+    fitted = LGDEA(device="cpu", batch_size=8)
+    lines: list[str] = []
+    fitted.fit(make_samples(24), {**TOY_FIT, "epochs": 1, "init": str(tmp_path / "clip"), "log": lines.append})
+    assert fitted.config["train"]["init"]["clip-baseline"] == str(tmp_path / "clip")
+    assert any("from clip-baseline" in line for line in lines)
+    assert fitted.tokenizer.to_str() == clip.tokenizer.to_str()
+    with pytest.raises(BenchError, match="differs from the 'paper' preset"):
+        lgdea._from_clip_baseline(str(tmp_path / "clip"), "paper", {}, seed=0)
+    with pytest.raises(BenchError, match="not both"):
+        fitted.fit(make_samples(24), {**TOY_FIT, "init": str(tmp_path / "clip"), "continue": True})
+
+
 def test_paired_fraction_removes_pairs(monkeypatch):
     seen: list[dict] = []
     real_train = lgdea.train

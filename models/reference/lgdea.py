@@ -263,7 +263,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 _INIT_ARGS = ("checkpoint", "preset", "device", "seed", "batch_size")
 _ARCH_KEYS = ("num_prototypes", "num_queries", "grounding")
 _FIT_KEYS = (
-    "preset", "epochs", "lr", "batch_size", "seed", "device", "val_data", "log", "continue",
+    "preset", "epochs", "lr", "batch_size", "seed", "device", "val_data", "log", "continue", "init",
     "weight_decay", "warmup_ratio", "max_grad_norm", "grad_accum", "sentence_dropout", "augment",
     "sentences_per_image", "sentence_loss_weight",
     "paired_fraction", "extractor", "extractor_args", "knn_k", "knn_tau", "graph_tau", "propagation_steps",
@@ -479,6 +479,33 @@ class LesionQueryAttention(nn.Module):
         attn = torch.softmax(q.unsqueeze(0) @ k.transpose(-1, -2) / math.sqrt(self.head_dim), dim=-1)  # [B,H,L,P]
         lesions = (attn @ v).transpose(1, 2).reshape(b, -1, w)
         return self.out(lesions), attn.mean(dim=1)
+
+
+def _from_clip_baseline(
+    directory: str, preset: str, arch: Mapping[str, Any], seed: int
+) -> tuple[TextTokenizer, dict[str, Any], LGDEAModel]:
+    """A new LGDEA model whose towers, global projections and temperature start from a trained
+    ``clip-baseline`` checkpoint with the same tower architecture (the paper starts from pretrained
+    encoders); its tokenizer is reused. Lesion queries, evidence heads and prototypes start random."""
+    from models.reference.clip_baseline import ClipBaseline
+
+    clip = ClipBaseline(checkpoint=directory, device="cpu")
+    model_config = build_config(preset, clip.tokenizer.vocab_size, arch)
+    for key in ("vision", "text", "embed_dim", "text_pooling", "preprocess"):
+        if model_config[key] != clip.config.get(key):
+            raise BenchError(
+                f"{MODEL_NAME}: init={directory} is a clip-baseline whose {key!r} differs from the {preset!r} "
+                f"preset's ({clip.config.get(key)!r} vs {model_config[key]!r}); train clip-baseline with the "
+                "same preset"
+            )
+    seed_everything(seed)
+    model = LGDEAModel(model_config)
+    src = clip.model
+    for name in ("visual", "text", "image_proj", "text_proj"):
+        getattr(model, name).load_state_dict(getattr(src, name).state_dict())
+    with torch.no_grad():
+        model.logit_scale.copy_(src.logit_scale)
+    return clip.tokenizer, model_config, model
 
 
 class LGDEAModel(nn.Module):
@@ -919,12 +946,18 @@ class LGDEA(ModelAdapter):
             )
 
         arch = {k: config[k] for k in _ARCH_KEYS if k in config}
+        if config.get("init") and config.get("continue"):
+            raise BenchError(f"{MODEL_NAME}: give init=DIR (start from clip-baseline) or continue=true, not both")
         if config.get("continue"):
             if preset != self.preset:
                 raise BenchError(f"cannot continue training a {self.preset!r} model with preset {preset!r}")
             if arch:
                 raise BenchError(f"{MODEL_NAME}: {', '.join(sorted(arch))} cannot change when continuing training")
             tokenizer, model_config, model = self.tokenizer, dict(self.config), self.model
+        elif config.get("init"):
+            tokenizer, model_config, model = _from_clip_baseline(str(config["init"]), preset, arch, seed)
+            if log:
+                log(f"{MODEL_NAME}: towers, projections and temperature from clip-baseline {config['init']}")
         else:
             tok_cfg = PRESETS[preset]["tokenizer"]
             corpus = reports + [NORMAL_EVIDENCE] + [p for e in evidence for p in e]
@@ -1141,6 +1174,9 @@ class LGDEA(ModelAdapter):
             "unpaired_reports": len(unpaired),
             "pairs_per_batch": n_pair_batch,
             "steps": steps_total,
+            "init": {"clip-baseline": str(config["init"]), "fingerprint": checkpoint_fingerprint(str(config["init"]))}
+            if config.get("init")
+            else None,
             "evidence": {
                 **extractor.describe(),
                 "reports_with_findings": with_evidence,

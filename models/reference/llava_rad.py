@@ -82,7 +82,7 @@ from models.components.mllm import (
     load_causal_lm,
     shifted_lm_loss,
 )
-from models.components.projector import build_projector
+from models.components.projector import build_projector, channel_statistics, fold_input_standardization
 from models.components.tokenizer import TextTokenizer
 from models.components.trainer import (
     CONFIG_FILE,
@@ -144,6 +144,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "lora_alpha": 32,
             "lora_dropout": 0.05,
             "grad_accum": 1,
+            "standardize_features": True,
         },
     },
     "paper": {
@@ -181,6 +182,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "lora_alpha": 256,
             "lora_dropout": 0.05,
             "grad_accum": 1,
+            "standardize_features": False,
         },
     },
 }
@@ -316,6 +318,70 @@ def build_sequences(
         chunks.append(row)
         labels.append(lab)
     return assemble(chunks, labels if targets is not None else None, pad_left=pad_left)
+
+
+def generate_with(
+    model: LlavaRadModel,
+    tok: LMTokenizer,
+    preprocess: Callable[[Sequence[Any]], torch.Tensor],
+    requests: Sequence[GenerationRequest],
+    *,
+    prompt_of: Callable[[GenerationRequest], str],
+    batch_size: int,
+    max_new_limit: int,
+) -> list[str]:
+    """Decode ``requests`` with a LLaVA-layout model (``llava-rad``, and ``llava-radz``'s foundation).
+
+    Requests with and without an image are decoded in separate groups (different layouts); within a
+    group, rows that share decoding options (temperature, top-p, token budget) are decoded together.
+    The token budget is the request's, capped by ``max_new_limit`` and by the room left in the
+    decoder's context.
+    """
+    device = next(model.projector.parameters()).device
+    max_positions = int(getattr(model.lm.config, "max_position_embeddings", 4096))
+    model.eval()
+
+    def group_texts(group: list[GenerationRequest], has_image: bool) -> list[str]:
+        with torch.inference_mode():
+            image_tokens = None
+            if has_image:
+                x = preprocess([r.images[0] for r in group]).to(device)
+                image_tokens = model.projector(model.patch_features(x))
+            prompts = [prompt_of(r) for r in group]
+            embeds, mask, _ = build_sequences(model, tok, image_tokens, prompts, None, pad_left=True)
+        room = max_positions - embeds.shape[1]
+        results = [""] * len(group)
+        options: dict[tuple[float, float, int], list[int]] = {}
+        for i, r in enumerate(group):
+            budget = max(0, min(int(r.max_new_tokens), max_new_limit, room))
+            options.setdefault((r.temperature, r.top_p, budget), []).append(i)
+        for (temperature, top_p, budget), rows in options.items():
+            seed = int(stable_hash([group[i].request_hash() for i in rows])[:8], 16)
+            ids = lm_generate(
+                model.lm,
+                embeds[rows],
+                mask[rows],
+                eos_id=tok.eos_id,
+                pad_id=tok.pad_id,
+                max_new_tokens=budget,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+            )
+            for i, row in zip(rows, ids, strict=True):
+                text = tok.decode(row)
+                results[i] = capitalize_sentences(text) if tok.own else text
+        return results
+
+    out: list[str] = []
+    for chunk in batched(requests, batch_size):
+        texts: dict[int, str] = {}
+        for has_image in (True, False):
+            idx = [i for i, r in enumerate(chunk) if bool(r.images) == has_image]
+            if idx:
+                texts.update(zip(idx, group_texts([chunk[i] for i in idx], has_image), strict=True))
+        out.extend(texts[i] for i in range(len(chunk)))
+    return out
 
 
 # --------------------------------------------------------------------------- identity
@@ -593,64 +659,19 @@ class LlavaRad(ModelAdapter):
     def preprocess(self, images: Sequence[Any]) -> torch.Tensor:
         return self.preprocessor([as_pil(im) for im in images])
 
-    def _max_new(self, request: GenerationRequest, context_len: int) -> int:
-        limit = self.max_new_tokens_override or int(self.config["max_new_tokens"])
-        room = int(self.config["lm"].get("max_position_embeddings", 4096)) - context_len
-        return max(0, min(int(request.max_new_tokens), limit, room))
-
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         if self._released is not None:
             return self._released.generate(requests)
-        out: list[str] = []
-        self.model.eval()
-        for chunk in batched(requests, self.batch_size):
-            # Requests with and without images are decoded in separate groups (different layouts).
-            with_image = [i for i, r in enumerate(chunk) if r.images]
-            without = [i for i, r in enumerate(chunk) if not r.images]
-            texts: dict[int, str] = {}
-            for group, has_image in ((with_image, True), (without, False)):
-                if group:
-                    for i, text in zip(group, self._generate_group([chunk[i] for i in group], has_image), strict=True):
-                        texts[i] = text
-            out.extend(texts[i] for i in range(len(chunk)))
-        return out
-
-    def _generate_group(self, requests: list[GenerationRequest], has_image: bool) -> list[str]:
-        with torch.inference_mode():
-            image_tokens = None
-            if has_image:
-                x = self.preprocess([r.images[0] for r in requests]).to(self.device)
-                image_tokens = self.model.projector(self.model.patch_features(x))
-            embeds, mask, _ = build_sequences(
-                self.model,
-                self.tok,
-                image_tokens,
-                [request_prompt(r, self.prompt_style) for r in requests],
-                None,
-                pad_left=True,
-            )
-        # Rows of one call share decoding options; requests that differ are decoded apart.
-        results: list[str] = [""] * len(requests)
-        groups: dict[tuple[float, float, int], list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault((r.temperature, r.top_p, self._max_new(r, embeds.shape[1])), []).append(i)
-        for (temperature, top_p, max_new), rows in groups.items():
-            seed = int(stable_hash([requests[i].request_hash() for i in rows])[:8], 16)
-            ids = lm_generate(
-                self.model.lm,
-                embeds[rows],
-                mask[rows],
-                eos_id=self.tok.eos_id,
-                pad_id=self.tok.pad_id,
-                max_new_tokens=max_new,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed,
-            )
-            for i, row in zip(rows, ids, strict=True):
-                text = self.tok.decode(row)
-                results[i] = capitalize_sentences(text) if self.tok.own else text
-        return results
+        limit = self.max_new_tokens_override or int(self.config["max_new_tokens"])
+        return generate_with(
+            self.model,
+            self.tok,
+            self.preprocess,
+            requests,
+            prompt_of=lambda r: request_prompt(r, self.prompt_style),
+            batch_size=self.batch_size,
+            max_new_limit=limit,
+        )
 
     # ------------------------------------------------------------------ embed / backbone (the encoder)
 
@@ -781,6 +802,14 @@ class LlavaRad(ModelAdapter):
         pre = ImagePreprocessor.from_dict(encoder_config["preprocess"])
         features = self._features(model, pre, samples, device)
         val_features = self._features(model, pre, val, device) if val else None
+        standardization = None
+        if hp["standardize_features"]:
+            # The encoder's tokens share a large image-independent component; the projector is trained on
+            # per-channel standardised tokens and the standardisation is folded into it at the end.
+            standardization = channel_statistics(features)
+            mean, std = standardization
+            features = (features - mean) / std
+            val_features = (val_features - mean) / std if val_features is not None else None
         val_targets = [tok.encode(findings_of(s))[:max_target] for s in val]
 
         if lm_source == "own":
@@ -859,6 +888,8 @@ class LlavaRad(ModelAdapter):
             )
         else:
             summary["stage3"] = "skipped (Variant #5)"
+        if standardization is not None:
+            fold_input_standardization(model.projector, *standardization)
         for prm in model.parameters():
             prm.requires_grad_(True)
         summary["seconds"] = round(time.perf_counter() - t0, 1)

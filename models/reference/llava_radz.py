@@ -104,9 +104,7 @@ from models.components.mllm import (
     ANSWER_PREFIX,
     USER_PREFIX,
     LMTokenizer,
-    capitalize_sentences,
     frozen,
-    lm_generate,
     lm_hidden_size,
 )
 from models.components.tokenizer import TextTokenizer
@@ -1070,57 +1068,19 @@ class LlavaRadZ(ModelAdapter):
 
     # ------------------------------------------------------------------ generate
 
-    def _max_new(self, request: GenerationRequest, context_len: int) -> int:
-        limit = self.max_new_tokens_override or int(self.config["base"]["max_new_tokens"])
-        room = int(self.config["base"]["lm"].get("max_position_embeddings", 4096)) - context_len
-        return max(0, min(int(request.max_new_tokens), limit, room))
-
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        """LLaVA-style generation with the (DFAT-tuned) decoder, as ``llava-rad`` generates."""
-        self.model.eval()
-        out: list[str] = []
-        for chunk in batched(requests, self.batch_size):
-            with_image = [i for i, r in enumerate(chunk) if r.images]
-            without = [i for i, r in enumerate(chunk) if not r.images]
-            texts: dict[int, str] = {}
-            for group, has_image in ((with_image, True), (without, False)):
-                if group:
-                    for i, text in zip(group, self._generate_group([chunk[i] for i in group], has_image), strict=True):
-                        texts[i] = text
-            out.extend(texts[i] for i in range(len(chunk)))
-        return out
-
-    def _generate_group(self, requests: list[GenerationRequest], has_image: bool) -> list[str]:
-        mllm = self.model.mllm
-        with torch.inference_mode():
-            image_tokens = None
-            if has_image:
-                x = self.preprocess([r.images[0] for r in requests]).to(self.device)
-                image_tokens = mllm.projector(mllm.patch_features(x))
-            # report-generation requests get the prompt the foundation was fine-tuned with (as llava-rad does)
-            prompts = [lr.request_prompt(r, "native") for r in requests]
-            embeds, mask, _ = lr.build_sequences(mllm, self.tok, image_tokens, prompts, None, pad_left=True)
-        results: list[str] = [""] * len(requests)
-        groups: dict[tuple[float, float, int], list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault((r.temperature, r.top_p, self._max_new(r, embeds.shape[1])), []).append(i)
-        for (temperature, top_p, max_new), rows in groups.items():
-            seed = int(stable_hash([requests[i].request_hash() for i in rows])[:8], 16)
-            ids = lm_generate(
-                mllm.lm,
-                embeds[rows],
-                mask[rows],
-                eos_id=self.tok.eos_id,
-                pad_id=self.tok.pad_id,
-                max_new_tokens=max_new,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed,
-            )
-            for i, row in zip(rows, ids, strict=True):
-                text = self.tok.decode(row)
-                results[i] = capitalize_sentences(text) if self.tok.own else text
-        return results
+        """LLaVA-style generation with the (DFAT-tuned) decoder, as ``llava-rad`` generates; report-generation
+        requests get the prompt the foundation was fine-tuned with."""
+        limit = self.max_new_tokens_override or int(self.config["base"]["max_new_tokens"])
+        return lr.generate_with(
+            self.model.mllm,
+            self.tok,
+            self.preprocess,
+            requests,
+            prompt_of=lambda r: lr.request_prompt(r, "native"),
+            batch_size=self.batch_size,
+            max_new_limit=limit,
+        )
 
     # ------------------------------------------------------------------ DKAM
 

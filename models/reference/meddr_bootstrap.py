@@ -23,12 +23,11 @@ request is cached). The generator is built with the same helpers as ``meddr-rag`
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from bench.cache import PredictionCache
 from bench.cached_model import CachedModel, LazyModel
@@ -45,7 +44,6 @@ from bench.interfaces import (
 )
 from models.reference.meddr_rag import MODEL_NAME as RAG_NAME
 from models.reference.meddr_rag import NO_FINDING, _build, _sub_quick, parse_nested_args
-from reports.io import PARTIAL_SUFFIX, to_json_line
 
 NAME = "meddr-bootstrap"
 SCOPE = "meddr-bootstrap"  # the prediction-cache scope of bootstrapped reports
@@ -262,31 +260,3 @@ def check_output_file(path: Path) -> None:
             pass
     except OSError as exc:
         raise BenchError(f"{NAME}: cannot write the output file {path}: {exc.strerror or exc}") from None
-
-
-class JsonlWriter:
-    """Streams records to ``FILE.partial`` (line-buffered); ``finish`` renames it to ``FILE``, so an
-    existing output is replaced only by a complete one. Check the path first with :func:`check_output_file`."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.final = Path(path)
-        self.partial = self.final.with_name(self.final.name + PARTIAL_SUFFIX)
-        self._fh: IO[str] | None = open(self.partial, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        assert self._fh is not None
-        self._fh.write(to_json_line(record) + "\n")
-
-    def finish(self) -> Path:
-        assert self._fh is not None
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        self._fh = None
-        os.replace(self.partial, self.final)
-        return self.final
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
