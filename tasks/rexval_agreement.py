@@ -91,12 +91,9 @@ class RexvalAgreement(Task):
         return samples
 
     def predict(self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int) -> Iterator[dict[str, Any]]:
-        judge = Judge(
-            ModelJudgeBackend(model, int(self.opts["max_new_tokens"])),
-            model="(the evaluated model)",
-            batch_size=max(1, batch_size),
-            reports_usage=False,
-        )
+        # the model's replies are cached by the runner's model proxy (scope = this task), like any generation
+        backend = ModelJudgeBackend(model, int(self.opts["max_new_tokens"]))
+        judge = Judge(backend, batch_size=max(1, batch_size), reports_usage=False)
         for start in range(0, len(samples), max(1, batch_size)):
             batch = samples[start : start + max(1, batch_size)]
             references = [s.sections.get("findings", "") for s in batch]

@@ -410,7 +410,12 @@ def test_bench_run_with_a_judge_records_it_and_writes_no_key(tmp_path, monkeypat
         )  # fmt: skip
         judge_requests = [r for r in server.received if "Reference report: <<<" in r.prompt]
         assert {r.authorization for r in server.received} == {f"Bearer {SECRET}"}
-    task = outcome.results["tasks"]["synthcxr_rrg"]
+        task = outcome.results["tasks"]["synthcxr_rrg"]
+        rescored = api.score(
+            outcome.run_dir / task["samples_file"], task="synthcxr_rrg", bootstrap=50, output=tmp_path / "scored",
+            judge={"model": "judge-m", "base_url": server.base_url, "api_key_env": "JUDGE_KEY"}, cache_path=cache,
+        )  # fmt: skip
+        assert rescored["judge"]["cache_hits"] == 6 and len(server.received) == 12  # 6 generations + 6 verdicts
     records = [json.loads(line) for line in (outcome.run_dir / task["samples_file"]).read_text().splitlines()]
     assert len(judge_requests) == 6 and len(records) == 6
     with_effusion = sum("effusion" in r["reference"].lower() for r in records)
@@ -425,8 +430,9 @@ def test_bench_run_with_a_judge_records_it_and_writes_no_key(tmp_path, monkeypat
     assert j["host"].startswith("127.0.0.1:") and j["usage"]["total_tokens"] > 0 and j["cost_usd"] > 0
     assert outcome.results["config"]["judge"]["prompt_version"] == prompt_version()
     assert any("judge judge-m judged 6" in m for m in logs)
-    files = [p for p in out.rglob("*") if p.is_file()] + [p for p in tmp_path.glob("cache.sqlite*")]
-    assert len(files) >= 3
+    assert rescored["chexprompt_mean_total_errors"] == task["metrics"]["chexprompt_mean_total_errors"]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert {"results.json", "synthcxr_rrg.jsonl", "scores.json", "cache.sqlite"} <= {f.name for f in files}
     for f in files:
         assert SECRET.encode() not in f.read_bytes(), f
     assert not any(SECRET in m for m in logs)

@@ -63,22 +63,25 @@ class Verdict:
 
 
 class Judge:
-    """Judges pairs through ``backend``; ``model`` names the judge in cache keys and results."""
+    """Judges pairs through ``backend``. ``model`` names the judge in the cache keys (needed with a ``cache``;
+    a backend that caches by itself, such as a task's cached model, needs neither)."""
 
     def __init__(
         self,
         backend: JudgeBackend,
-        model: str,
+        model: str | None = None,
         cache: PredictionCache | None = None,
         describe: Mapping[str, Any] | None = None,
         prices: tuple[float, float] | None = None,
         batch_size: int = 64,
         reports_usage: bool = True,
     ) -> None:
+        if cache is not None and not model:
+            raise ValueError("a judge with a cache needs the judge model's name (part of the cache key)")
         self.backend = backend
-        self.model = model
+        self.model = model or ""
         self.cache = cache
-        self.description = dict(describe or {"model": model})
+        self.description = dict(describe or ({"model": model} if model else {}))
         self.prices = prices
         self.batch_size = batch_size
         self.reports_usage = reports_usage
