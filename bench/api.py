@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,10 @@ def score(
     bootstrap: int = 1000,
     seed: int = 0,
     output: str | Path | None = None,
+    judge: Mapping[str, Any] | None = None,
+    allow_remote_judge: bool = False,
+    cache_path: str | Path | None = None,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
     """Score predictions made elsewhere, with a task's scorer or with named metrics.
 
@@ -114,36 +119,80 @@ def score(
     bootstrapped exactly from its statistics; metrics sharing a ``stats_key`` compute the statistics once.
     A metric whose optional tool is missing (:class:`~bench.metrics.unavailable.MetricUnavailable`) is
     reported with ``value``/``ci95`` null and ``"unavailable": reason``.
+
+    ``judge``: LLM-judge options (``model``, ``base_url``, … of :class:`bench.metrics.judge_client.JudgeConfig`;
+    the endpoint must be a loopback address unless ``allow_remote_judge``). With a report-generation task the
+    CheXprompt aggregates are added to the task's metrics; with named metrics the judge serves the ``chexprompt_*``
+    ones. The result then has a ``"judge"`` entry (model, host, prompt version, token usage, cost, failures).
+    Verdicts go through the prediction cache (``cache_path``; none with ``use_cache=False``).
     """
     if (task is None) == (not metrics):
         raise BenchError("give exactly one of --task or --metrics")
     reg = registry()
+    judge_config = None
+    if judge is not None:
+        from bench.metrics.judge_client import JudgeConfig
+
+        judge_config = JudgeConfig.from_options(judge, allow_remote_judge)
+        judge_config.read_key()
+    spec = reg.get("tasks", task) if task is not None else None
+    if spec is not None and judge_config is not None:
+        from bench.metrics.judging import judged_task
+
+        if not judged_task(spec.protocol):
+            raise BenchError(
+                f"--judge scores generated reports against their references; task {spec.name} is not a "
+                f"report-generation task (protocol {spec.protocol})"
+            )
     records = list(iter_samples(predictions))
     if not records:
         raise BenchError(f"{predictions}: no predictions in the file")
-    if task is not None:
-        spec = reg.get("tasks", task)
-        if spec.factory is None:
-            from bench.runner import check_implemented
+    with _judge_for(judge_config, cache_path, use_cache) as judge_obj:
+        if spec is not None:
+            if spec.factory is None:
+                from bench.runner import check_implemented
 
-            check_implemented(spec)
-        result = resolve(spec.factory)(spec).score(records, bootstrap, seed)
-    else:
-        result = _score_metrics(records, list(metrics or ()), reg, bootstrap, seed)
+                check_implemented(spec)
+            result = resolve(spec.factory)(spec).score(records, bootstrap, seed)
+            if judge_obj is not None:
+                from bench.metrics.judging import score_with_judge
+
+                result.update(score_with_judge(records, judge_obj, bootstrap, seed, reg=reg))
+        else:
+            result = _score_metrics(records, list(metrics or ()), reg, bootstrap, seed, judge_obj)
+        if judge_obj is not None and judge_obj.stats.pairs:
+            result["judge"] = judge_obj.summary()
     if output is not None:
         out = Path(output)
         atomic_write_text(out / "scores.json", json.dumps(result, indent=2) + "\n")
     return result
 
 
+@contextlib.contextmanager
+def _judge_for(config: Any, cache_path: str | Path | None, use_cache: bool) -> Iterator[Any]:
+    """The Judge of ``config`` (None without one), with the prediction cache open while it is used."""
+    if config is None:
+        yield None
+        return
+    from bench.cache import PredictionCache, default_cache_path
+    from bench.metrics.judging import Judge
+
+    cache = PredictionCache(cache_path or default_cache_path()) if use_cache else None
+    try:
+        yield Judge.from_config(config, cache)
+    finally:
+        if cache is not None:
+            cache.close()
+
+
 def _score_metrics(
-    records: list[dict[str, Any]], names: list[str], reg: Registry, bootstrap: int, seed: int
+    records: list[dict[str, Any]], names: list[str], reg: Registry, bootstrap: int, seed: int, judge: Any = None
 ) -> dict[str, Any]:
     from bench.metrics.scoring import score_metrics
 
     preds = [r["prediction"] for r in records]
     refs = [r["reference"] for r in records]
-    return score_metrics(preds, refs, names, bootstrap, seed, reg=reg)
+    return score_metrics(preds, refs, names, bootstrap, seed, reg=reg, judge=judge)
 
 
 # --------------------------------------------------------------------------- data

@@ -2,7 +2,9 @@
 
 Key = (model fingerprint, scope, sample id, request hash). ``scope`` is the task name for
 generation (the prompt belongs to the task) and ``"embed"`` for embeddings, whose request is
-fully determined by the pixels or the text, so every task of a run shares them. Only
+fully determined by the pixels or the text, so every task of a run shares them. An LLM judge's
+verdicts use scope ``"judge"`` (:func:`judge_key`): keyed by judge model + prompt version and the
+(reference, candidate) texts alone, so re-scoring any run or file never asks twice. Only
 deterministic requests are stored. Each batch is committed at once, so a run killed with
 SIGKILL loses at most the batch in flight.
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.interfaces import BenchError
+from bench.interfaces import BenchError, stable_hash
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -38,6 +40,13 @@ CREATE TABLE IF NOT EXISTS predictions (
 """
 
 Key = tuple[str, str, str, str]
+JUDGE_SCOPE = "judge"
+
+
+def judge_key(judge_model: str, prompt_version: str, reference: str, candidate: str) -> Key:
+    """The cache key of one judged pair: judge model + prompt version, then the two texts."""
+    judge = stable_hash({"judge_model": judge_model, "prompt_version": prompt_version}, 32)
+    return (judge, JUDGE_SCOPE, "", stable_hash({"reference": reference, "candidate": candidate}, 32))
 
 
 def default_cache_dir() -> Path:

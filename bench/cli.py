@@ -18,7 +18,7 @@ from bench.interfaces import BenchError
 EXIT_USAGE = 2
 
 
-def parse_model_args(text: str | None) -> dict[str, Any]:
+def parse_model_args(text: str | None, option: str = "--model-args") -> dict[str, Any]:
     """``k=v,k2=v2`` → dict with ints, floats, booleans and ``none`` converted."""
     if not text:
         return {}
@@ -27,7 +27,7 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise BenchError(f"--model-args: expected key=value pairs separated by commas, got {part!r}")
+            raise BenchError(f"{option}: expected key=value pairs separated by commas, got {part!r}")
         out[key] = _convert(value.strip())
     return out
 
@@ -52,6 +52,20 @@ def _split(text: str) -> list[str]:
 
 def _print_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2))
+
+
+def _judge_options(text: str | None) -> dict[str, Any] | None:
+    return parse_model_args(text, "--judge") if text else None
+
+
+JUDGE_HELP = (
+    "LLM judge for CheXprompt on report-generation tasks: model=NAME,base_url=http://127.0.0.1:PORT/v1"
+    "[,api_key_env=VAR,concurrency=N,max_retries=N,timeout=S,price_input=USD,price_output=USD] (key from the "
+    "environment, never an option)."
+)
+REMOTE_JUDGE_HELP = (
+    "Allow a judge endpoint that is not a loopback address. Never with credentialed data (MIMIC-CXR, CheXpert)."
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,6 +135,8 @@ def plugins_cmd(as_json: bool) -> None:
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap resamples (0 = off).")
 @click.option("--run-id", default=None, help="Name of the run folder (default: time, model and config hash).")
 @click.option("--no-progress", is_flag=True)
+@click.option("--judge", default=None, help=JUDGE_HELP)
+@click.option("--allow-remote-judge", is_flag=True, help=REMOTE_JUDGE_HELP)
 def run_cmd(**kw: Any) -> None:
     """Evaluate a model on one or more tasks."""
     from bench import api
@@ -140,9 +156,16 @@ def run_cmd(**kw: Any) -> None:
         bootstrap=kw["bootstrap"],
         run_id=kw["run_id"],
         progress=not kw["no_progress"],
+        judge=_judge_options(kw["judge"]),
+        allow_remote_judge=kw["allow_remote_judge"],
     )
-    summary = {name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in outcome.results["tasks"].items()}
-    _print_json({"run_dir": str(outcome.run_dir), "metrics": summary})
+    tasks = outcome.results["tasks"]
+    summary = {name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in tasks.items()}
+    printed: dict[str, Any] = {"run_dir": str(outcome.run_dir), "metrics": summary}
+    judged = {name: t["judge"] for name, t in tasks.items() if "judge" in t}
+    if judged:
+        printed["judge"] = judged
+    _print_json(printed)
 
 
 @cli.command("score")
@@ -152,19 +175,25 @@ def run_cmd(**kw: Any) -> None:
 @click.option("--output", default=None, help="Also write DIR/scores.json.")
 @click.option("--bootstrap", type=int, default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def score_cmd(
-    task: str | None, metrics: str | None, predictions: str, output: str | None, bootstrap: int, seed: int
-) -> None:
+@click.option("--judge", default=None, help=JUDGE_HELP)
+@click.option("--allow-remote-judge", is_flag=True, help=REMOTE_JUDGE_HELP)
+@click.option("--cache", "cache_path", default=None, help="Prediction cache file for the judge's verdicts.")
+@click.option("--no-cache", is_flag=True, help="Do not read or write the judge's verdicts in the cache.")
+def score_cmd(**kw: Any) -> None:
     """Score predictions made elsewhere; prints the metrics as JSON."""
     from bench import api
 
     result = api.score(
-        predictions,
-        task=task,
-        metrics=_split(metrics) if metrics else None,
-        bootstrap=bootstrap,
-        seed=seed,
-        output=output,
+        kw["predictions"],
+        task=kw["task"],
+        metrics=_split(kw["metrics"]) if kw["metrics"] else None,
+        bootstrap=kw["bootstrap"],
+        seed=kw["seed"],
+        output=kw["output"],
+        judge=_judge_options(kw["judge"]),
+        allow_remote_judge=kw["allow_remote_judge"],
+        cache_path=kw["cache_path"],
+        use_cache=not kw["no_cache"],
     )
     _print_json(result)
 

@@ -5,6 +5,10 @@ implemented protocols, dataset presence, writable output, cache readable). Recor
 streamed to ``samples/<task>.jsonl.partial`` as they are produced; model outputs go to the
 prediction cache one batch at a time; ``results.json`` is rewritten after each task.
 
+With a judge (``RunConfig.judge``, the CLI's ``--judge``), every report-generation task is also scored with the
+CheXprompt aggregates (:mod:`bench.metrics.judging`); the task result records the judge (model, host, prompt
+version, token usage, cost, failures). The judge's endpoint is checked (privacy rule, key) before any work.
+
 Resume: the same command finds the unfinished run folder with the same configuration hash
 and continues in it: finished tasks are kept, the task in flight is redone with every
 finished model call served from the cache.
@@ -40,6 +44,9 @@ from bench.interfaces import (
     resolve,
     stable_hash,
 )
+from bench.metrics.judge import prompt_version
+from bench.metrics.judge_client import JudgeConfig
+from bench.metrics.judging import Judge, judged_task, score_with_judge
 from bench.plugins import Registry, registry
 from reports.io import RESULTS_FILE, SampleWriter, iter_samples, read_results, write_results
 from reports.schema import SCHEMA_VERSION
@@ -63,6 +70,8 @@ class RunConfig:
     bootstrap: int = 1000
     run_id: str | None = None
     progress: bool = True
+    judge: dict[str, Any] | None = None  # --judge options (model, base_url, ...): CheXprompt on rrg tasks
+    allow_remote_judge: bool = False
 
 
 @dataclass
@@ -71,6 +80,7 @@ class Plan:
     model_spec: ModelSpec
     tasks: list[TaskSpec]
     datasets: dict[str, DatasetSpec]
+    judge: JudgeConfig | None = None
 
 
 # --------------------------------------------------------------------------- checks
@@ -144,8 +154,22 @@ def make_plan(config: RunConfig, reg: Registry | None = None) -> Plan:
         ds = reg.get("datasets", task.dataset)
         dataset_folder(ds, root)  # a missing folder is refused here; malformed files by the reader
         datasets[ds.name] = ds
+    judge = plan_judge(config.judge, config.allow_remote_judge, tasks) if config.judge is not None else None
     check_output_dir(Path(config.output))
-    return Plan(config, model_spec, tasks, datasets)
+    return Plan(config, model_spec, tasks, datasets, judge)
+
+
+def plan_judge(options: Mapping[str, Any], allow_remote: bool, tasks: Sequence[TaskSpec]) -> JudgeConfig:
+    """The judge's configuration, checked before any work: options, privacy rule, key, tasks it applies to."""
+    config = JudgeConfig.from_options(options, allow_remote)
+    config.read_key()
+    if not any(judged_task(t.protocol) for t in tasks):
+        names = ", ".join(f"{t.name} ({t.protocol})" for t in tasks)
+        raise BenchError(
+            f"--judge scores generated reports against their references, and none of the tasks does report "
+            f"generation: {names}. Judge a report-generation task such as mimic_rrg or synthcxr_rrg"
+        )
+    return config
 
 
 # --------------------------------------------------------------------------- helpers
@@ -256,29 +280,41 @@ def run(config: RunConfig, reg: Registry | None = None, log: Callable[[str], Non
     root = data_root(config.data_root)
     cache = PredictionCache(config.cache_path or default_cache_path()) if config.use_cache else None
     try:
-        return _run(plan, root, cache, log)
+        judge = Judge.from_config(plan.judge, cache) if plan.judge is not None else None
+        return _run(plan, root, cache, log, judge)
     finally:
         if cache is not None:
             cache.close()
 
 
-def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Callable[[str], None]) -> RunOutcome:
+def _judge_identity(judge: JudgeConfig) -> dict[str, Any]:
+    return {**judge.describe(), "prompt_version": prompt_version()}
+
+
+def _run(
+    plan: Plan,
+    root: Path | None,
+    cache: PredictionCache | None,
+    log: Callable[[str], None],
+    judge: Judge | None = None,
+) -> RunOutcome:
     config = plan.config
     started = time.perf_counter()
     model, model_fp, info = _model_and_identity(plan, cache)
-    config_hash = stable_hash(
-        {
-            "model": plan.model_spec.name,
-            "model_fp": model_fp,
-            "model_args": config.model_args,
-            "tasks": config.tasks,
-            "limit": config.limit,
-            "seed": config.seed,
-            "bootstrap": config.bootstrap,
-            "data_root": str(root) if root else None,
-            "schema": SCHEMA_VERSION,
-        }
-    )
+    identity = {
+        "model": plan.model_spec.name,
+        "model_fp": model_fp,
+        "model_args": config.model_args,
+        "tasks": config.tasks,
+        "limit": config.limit,
+        "seed": config.seed,
+        "bootstrap": config.bootstrap,
+        "data_root": str(root) if root else None,
+        "schema": SCHEMA_VERSION,
+    }
+    if plan.judge is not None:
+        identity["judge"] = _judge_identity(plan.judge)
+    config_hash = stable_hash(identity)
     output = Path(config.output)
     run_dir = output / config.run_id if config.run_id else _find_resumable(output, config_hash)
     resumed = run_dir is not None and (run_dir / RESULTS_FILE).exists()
@@ -320,6 +356,7 @@ def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Call
                 "data_root": str(root) if root else None,
                 "cache": bool(cache),
                 "config_hash": config_hash,
+                **({"judge": _judge_identity(plan.judge)} if plan.judge is not None else {}),
             },
             "environment": environment(info["device"]),
             "tasks": {},
@@ -331,7 +368,9 @@ def _run(plan: Plan, root: Path | None, cache: PredictionCache | None, log: Call
         if spec.name in results["tasks"]:
             log(f"{spec.name}: already finished in this run, kept")
             continue
-        results["tasks"][spec.name] = _run_task(spec, plan, model, model_fp, cache, root, run_dir, sample_cache, log)
+        results["tasks"][spec.name] = _run_task(
+            spec, plan, model, model_fp, cache, root, run_dir, sample_cache, log, judge
+        )
         write_results(run_dir, results)
     results["status"] = "complete"
     results["finished"] = _now()
@@ -389,6 +428,7 @@ def _run_task(
     run_dir: Path,
     sample_cache: dict[tuple[str, str, str], list[Sample]],
     log: Callable[[str], None],
+    judge: Judge | None = None,
 ) -> dict[str, Any]:
     config = plan.config
     task: Task = resolve(spec.factory)(spec)
@@ -417,11 +457,21 @@ def _run_task(
     predict_s = time.perf_counter() - start
     records = list(iter_samples(path, validate=False))
     metrics = task.score(records, config.bootstrap, config.seed)
+    judged: dict[str, Any] | None = None
+    if judge is not None and judged_task(spec.protocol):
+        judge.reset()
+        metrics.update(score_with_judge(records, judge, config.bootstrap, config.seed))
+        judged = judge.summary()
     wall = time.perf_counter() - start
     flags = ["limit"] if config.limit is not None else []
     summary = ", ".join(f"{name}={m['value']:.4f}" for name, m in metrics.items() if isinstance(m.get("value"), float))
     log(f"{spec.name}: {summary} (n={len(samples)}, {wall:.1f}s, cache hits {proxy.stats.cache_hits})")
-    return {
+    if judged is not None:
+        log(
+            f"{spec.name}: judge {judged['model']} judged {judged['n_judged']}, failed {judged['n_judge_failed']}, "
+            f"cache hits {judged['cache_hits']}, {judged['usage']['total_tokens']} tokens"
+        )
+    out: dict[str, Any] = {
         "task": spec.name,
         "dataset": spec.dataset,
         "protocol": spec.protocol,
@@ -440,6 +490,9 @@ def _run_task(
         "comparable": not flags,
         "flags": flags,
     }
+    if judged is not None:
+        out["judge"] = judged
+    return out
 
 
 class _NoProgress:

@@ -9,8 +9,9 @@ The key is read from the environment (``OPENAI_API_KEY``, or the variable named 
 ``api_key_env=NAME``); it is never an argument, so it never reaches results.json, logs, cache keys or
 error messages (any text shown to the user is scrubbed of it).
 
-Privacy guard: an endpoint whose host is not a loopback address (127.0.0.0/8, ::1, localhost) is refused
-unless ``allow_remote=true``: credentialed datasets (MIMIC-CXR under the PhysioNet credentialed data use
+Privacy guard (:mod:`bench.endpoint`, shared with the LLM judge): an endpoint whose host is not a loopback
+address (127.0.0.0/8, ::1, localhost, or a name resolving to loopback addresses only) is refused unless
+``allow_remote=true``: credentialed datasets (MIMIC-CXR under the PhysioNet credentialed data use
 agreement, CheXpert under the Stanford research use agreement) may not be sent to third-party services.
 
 Requests run on ``concurrency`` threads. 429, 408, 409, 5xx, timeouts, connection errors and malformed
@@ -25,29 +26,31 @@ key nor concurrency/retry settings change answers, so changing them reuses the c
 from __future__ import annotations
 
 import base64
-import email.utils
 import io
-import ipaddress
 import json
 import logging
-import os
 import random
 import threading
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
+from bench.endpoint import (
+    api_key_from_env,
+    coerce_option,
+    is_loopback,
+    parse_endpoint,
+    retry_after_seconds,
+    retryable_status,
+)
 from bench.interfaces import GENERATE, BenchError, GenerationRequest, ModelAdapter, as_pil, stable_hash
 
 MODEL_NAME = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 TOKEN_PARAMS = ("max_tokens", "max_completion_tokens")
-RETRY_STATUS = frozenset({408, 409, 429})  # plus every 5xx (the official client's rule)
 FINGERPRINT_VERSION = 1
 
 log = logging.getLogger("medvlbench.openai")
@@ -111,42 +114,7 @@ def _accepted() -> str:
 
 def _coerce(name: str, value: Any) -> Any:
     kind, default = ARGS[name]
-    if value is None:
-        return default
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("true", "1", "yes"):
-                return True
-            if text in ("false", "0", "no"):
-                return False
-            raise ValueError
-        if kind is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if kind is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise BenchError(
-            f"model {MODEL_NAME}: argument {name} must be {'true or false' if kind is bool else kind.__name__}, "
-            f"got {value!r}"
-        ) from None
-
-
-def is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return coerce_option(f"model {MODEL_NAME}", name, kind, default, value)
 
 
 def parse_settings(args: Mapping[str, Any]) -> Settings:
@@ -165,24 +133,10 @@ def parse_settings(args: Mapping[str, Any]) -> Settings:
             f"model {MODEL_NAME}: give the endpoint's model id, e.g. --model-args model=NAME,base_url=URL "
             f"(accepted: {_accepted()})"
         )
-    parts = urlsplit(v["base_url"].strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BenchError(f"model {MODEL_NAME}: base_url must be an http(s) URL such as http://127.0.0.1:8000/v1")
-    if parts.username or parts.password:
-        raise BenchError(
-            f"model {MODEL_NAME}: base_url must not hold credentials (user:password@host): they would be recorded "
-            "in results.json; put the key in an environment variable (api_key_env=NAME)"
-        )
-    if parts.query or parts.fragment:
-        raise BenchError(f"model {MODEL_NAME}: base_url must not have a query string or fragment")
-    try:
-        port = parts.port
-    except ValueError:
-        raise BenchError(f"model {MODEL_NAME}: base_url has an invalid port") from None
-    host = parts.hostname.lower()
-    loopback = is_loopback(host)
-    if not loopback and not v["allow_remote"]:
-        raise BenchError(REMOTE_REFUSED.format(url=f"{parts.scheme}://{parts.netloc}"))
+    ep = parse_endpoint(v["base_url"], f"model {MODEL_NAME}")
+    if not ep.loopback and not v["allow_remote"]:
+        scheme = ep.base_url.split("://", 1)[0]
+        raise BenchError(REMOTE_REFUSED.format(url=f"{scheme}://{ep.host}"))
     for name, low in (("concurrency", 1), ("max_retries", 0)):
         if v[name] < low:
             raise BenchError(f"model {MODEL_NAME}: {name} must be at least {low}, got {v[name]}")
@@ -191,15 +145,12 @@ def parse_settings(args: Mapping[str, Any]) -> Settings:
             raise BenchError(f"model {MODEL_NAME}: {name} must be a positive number of seconds, got {v[name]}")
     if v["max_tokens_param"] not in TOKEN_PARAMS:
         raise BenchError(f"model {MODEL_NAME}: max_tokens_param must be one of {', '.join(TOKEN_PARAMS)}")
-    host_port = f"[{host}]" if ":" in host else host
-    if port is not None:
-        host_port += f":{port}"
     return Settings(
         model=v["model"],
-        base_url=f"{parts.scheme}://{parts.netloc}{parts.path}",
-        host=host_port,
-        endpoint=host_port + (parts.path.rstrip("/") or ""),
-        loopback=loopback,
+        base_url=ep.base_url,
+        host=ep.host,
+        endpoint=ep.endpoint,
+        loopback=ep.loopback,
         api_key_env=v["api_key_env"],
         key_env_explicit="api_key_env" in args,
         allow_remote=v["allow_remote"],
@@ -289,28 +240,6 @@ def completion_text(raw: bytes) -> str:
     raise ValueError("choices[0].message.content is neither text nor a list of parts")
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Seconds asked for by ``retry-after-ms`` or ``Retry-After`` (delta seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
 class RetryableError(Exception):
     """One failed attempt that may succeed when repeated."""
 
@@ -339,13 +268,7 @@ class OpenAIChat(ModelAdapter):
 
     def _read_key(self) -> str | None:
         s = self.settings
-        key = os.environ.get(s.api_key_env, "").strip() or None
-        if key is None and (s.key_env_explicit or not s.loopback):
-            raise BenchError(
-                f"model {MODEL_NAME}: no API key: set the environment variable {s.api_key_env}"
-                + ("" if s.key_env_explicit else " (or name another one with api_key_env=NAME)")
-            )
-        return key
+        return api_key_from_env(s.api_key_env, s.key_env_explicit, s.loopback, f"model {MODEL_NAME}")
 
     def __repr__(self) -> str:
         return f"OpenAIChat(model={self.settings.model!r}, endpoint={self.settings.endpoint!r})"
@@ -415,7 +338,7 @@ class OpenAIChat(ModelAdapter):
         except httpx2.TransportError as exc:
             raise RetryableError("connection", f"connection error ({type(exc).__name__}: {exc})") from None
         status = resp.status_code
-        if status in RETRY_STATUS or status >= 500:
+        if retryable_status(status):
             reason = str(status) if status < 500 else "5xx"
             raise RetryableError(reason, f"HTTP {status}{_detail(resp)}", retry_after_seconds(resp.headers))
         if status != 200:
@@ -506,4 +429,4 @@ def _detail(resp: Any) -> str:
     return f": {msg}" if msg else ""
 
 
-__all__ = ["OpenAIChat", "Settings", "parse_settings", "quick_fingerprint"]
+__all__ = ["OpenAIChat", "Settings", "is_loopback", "parse_settings", "quick_fingerprint", "retry_after_seconds"]

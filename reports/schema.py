@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 _INTERVAL = {
     "type": "array",
@@ -26,6 +26,23 @@ METRIC = {
         # 1.1: a metric that could not be computed here (missing Java, local weights, …): value and ci95 are
         # null and this says why.
         "unavailable": {"type": "string", "minLength": 1},
+    },
+}
+
+# 1.2: a task scored with an LLM judge (CheXprompt, `--judge`) records who judged and what it cost (never the key).
+JUDGE = {
+    "type": "object",
+    "required": ["model", "host", "prompt_version", "n_judged", "n_judge_failed"],
+    "properties": {
+        "model": {"type": "string"},
+        "host": {"type": "string"},
+        "remote": {"type": "boolean"},
+        "prompt_version": {"type": "string"},
+        "temperature": {"type": "number"},
+        "n_judged": {"type": "integer", "minimum": 0},
+        "n_judge_failed": {"type": "integer", "minimum": 0},
+        "usage": {"type": "object"},
+        "cost_usd": {"type": "number", "minimum": 0},
     },
 }
 
@@ -61,6 +78,7 @@ TASK_RESULT = {
         "calls": {"type": "object"},
         "comparable": {"type": "boolean"},
         "flags": {"type": "array", "items": {"type": "string"}},
+        "judge": JUDGE,
     },
 }
 

@@ -505,13 +505,14 @@ def vqa_and_report_tasks() -> list[TaskSpec]:
             dataset="rexval",
             protocol="agreement",
             split="test",
-            metrics=(),
+            metrics=("kendall_tau_b_total", "kendall_tau_b_significant", "mad_judge_vs_raters", "mad_rater_vs_raters"),
             requires=frozenset({GENERATE}),
-            factory=None,
+            factory="tasks.rexval_agreement:RexvalAgreement",
             family="judge validation",
-            description="LLM-judge (CheXprompt) validation on ReXVal: Kendall tau-b between the judge's error "
-            "counts and the mean of six radiologists (total and clinically significant errors) over 200 "
-            "report pairs. No registered metric fits yet (metrics left empty on purpose).",
+            description="CheXprompt LLM-judge validation on ReXVal (the model under evaluation is the judge, e.g. "
+            "openai on a local server): Kendall tau-b between the judge's error counts and the mean of six "
+            "radiologists (total and clinically significant errors) over 200 report pairs, and the "
+            "leave-one-rater-out mean absolute difference of the judge and of the left-out rater (LLaVA-Rad Fig. 4).",
         ),
     ]
 

@@ -4,7 +4,8 @@
 ``responder(received) -> str`` of your own, given the :class:`Received` request) and records every
 request it receives. Failures are injected in arrival order with :meth:`StubServer.add_faults`: 429 with
 ``Retry-After``, 5xx, a delay past the client's timeout, a malformed body, or any other status.
-``GET /v1/models`` lists the served model.
+``GET /v1/models`` lists the served model. For the LLM judge's tests, :func:`judged_pair` reads back the
+(reference, candidate) pair a CheXprompt request asks about.
 
     with StubServer(expected_key="sk-test") as server:
         server.add_faults(Fault("429", retry_after="1"), Fault("500"))
@@ -51,6 +52,7 @@ class Received:
     prompt: str = ""
     system: str | None = None
     images: list[bytes] = field(default_factory=list)  # decoded PNG bytes
+    roles: list[str] = field(default_factory=list)  # roles of the messages, in order
     fault: str | None = None
     answer: str | None = None  # what the server answered (None for a failure)
 
@@ -110,6 +112,17 @@ def default_answer(prompt: str, images: list[bytes]) -> str:
     if indication is not None:
         return f"Indication reviewed: {indication} The lungs are clear. No pleural effusion."
     return "The heart size is normal. The lungs are clear. No pleural effusion or pneumothorax."
+
+
+_PAIR_RX = re.compile(r"Reference report: <<<(.*?)>>>\s*Candidate report: <<<(.*?)>>>", re.DOTALL)
+
+
+def judged_pair(prompt: str) -> tuple[str, str]:
+    """The (reference, candidate) of a judge request: the last pair of the prompt (the examples come first)."""
+    pairs = _PAIR_RX.findall(prompt)
+    if not pairs:
+        raise ValueError("not a judge request: no 'Reference report: <<<...>>>' pair in the prompt")
+    return pairs[-1]
 
 
 # --------------------------------------------------------------------------- the server
@@ -267,7 +280,8 @@ def _make_handler(server: StubServer) -> type[BaseHTTPRequestHandler]:
                 server._record(Received(self.path, auth, None, fault="400"))
                 self._error(400, f"malformed request: {exc}")
                 return
-            item = Received(self.path, auth, body, prompt=prompt, system=system, images=images)
+            roles = [m.get("role", "") for m in body["messages"]]
+            item = Received(self.path, auth, body, prompt=prompt, system=system, images=images, roles=roles)
             if server.expected_key is not None and auth != f"Bearer {server.expected_key}":
                 item.fault = "401"
                 server._record(item)

@@ -228,6 +228,55 @@ def _clinical() -> list[MetricSpec]:
     return specs
 
 
+def _judge() -> list[MetricSpec]:
+    # CheXprompt aggregates: need an LLM judge (`--judge`); without one they are reported unavailable.
+    from bench.metrics.judge import FAMILY, METRIC_PREFIX, metric_table
+
+    mod = "bench.metrics.judge_metrics"
+    return [
+        MetricSpec(
+            METRIC_PREFIX + attr,
+            f"{mod}:{attr}",
+            higher,
+            f"CheXprompt (LLM judge, --judge): {desc}; reports the judge failed on are excluded and counted.",
+            "corpus",
+            FAMILY,
+        )
+        for attr, higher, desc in metric_table()
+    ]
+
+
+def _agreement() -> list[MetricSpec]:
+    mod = "bench.metrics.judge_agreement"
+    specs = [
+        (
+            "kendall_tau_b_total",
+            True,
+            "Kendall tau-b (scipy) between the judge's total error counts and the raters' mean (ReXVal).",
+        ),
+        (
+            "kendall_tau_b_significant",
+            True,
+            "Kendall tau-b (scipy) between the judge's significant error counts and the raters' mean (ReXVal).",
+        ),
+        (
+            "mad_judge_vs_raters",
+            False,
+            "Leave-one-rater-out mean absolute difference of the judge's total errors from the left-in raters' "
+            "mean, averaged over raters (LLaVA-Rad Fig. 4A).",
+        ),
+        (
+            "mad_rater_vs_raters",
+            False,
+            "Leave-one-rater-out mean absolute difference of the left-out rater's total errors from the other "
+            "raters' mean, averaged over raters (the human reference for mad_judge_vs_raters).",
+        ),
+    ]
+    return [
+        MetricSpec(name, f"{mod}:{name}", higher, desc, "corpus", "judge validation") for name, higher, desc in specs
+    ]
+
+
 @hookimpl
 def bench_register_metrics() -> list[MetricSpec]:
-    return [*_classification(), *_retrieval(), *_grounding(), *_nlg(), *_vqa(), *_clinical()]
+    return [*_classification(), *_retrieval(), *_grounding(), *_nlg(), *_vqa(), *_clinical(), *_judge(), *_agreement()]
