@@ -383,10 +383,26 @@ def train(
         "train_samples": len(train_samples),
         "seconds": round(time.perf_counter() - start, 2),
         "fingerprint": adapter.fingerprint(),
+        "model_code": model_code_fingerprint(spec),
     }
     atomic_write_text(out / TRAINING_RECORD, json.dumps(record, indent=2) + "\n")
     log(f"saved {model} checkpoint to {out} ({record['seconds']} s)")
     return out
+
+
+def model_code_fingerprint(spec: Any) -> str | None:
+    """Hash of the source file that defines a model's adapter (its presets live there), or None when
+    the factory has no source file: a checkpoint trained by other code is not silently reused."""
+    import hashlib
+    import inspect
+
+    try:
+        source = inspect.getsourcefile(resolve(spec.factory))
+    except (TypeError, OSError):
+        return None
+    if not source or not Path(source).is_file():
+        return None
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
 
 
 def trained_checkpoint(directory: Path) -> Mapping[str, Any] | None:
@@ -429,18 +445,21 @@ class DemoStep:
 
 DEMO_PLAN: tuple[DemoStep, ...] = (
     DemoStep("clip-baseline"),
-    DemoStep("lgdea"),
-    # the generative models run the protocols of their papers (report generation; zero-shot recognition and
-    # retrieval), not every generative task: VQA and the chain-of-thought prompts would only add minutes
+    # LGDEA starts from pretrained encoders (the paper's ViT and ClinicalBERT): here the trained clip-baseline's
+    # towers; 8 epochs then reach zs AUC 0.93 / CNR 1.18 (18 epochs from scratch: 0.87 / 1.18)
+    DemoStep("lgdea", train_args={"init": "{clip-baseline}", "epochs": 8}),
+    # the generative models run the protocols of their papers (LLaVA-Rad: report generation and image-text
+    # retrieval; LLaVA-RadZ: zero-shot recognition and retrieval), not every generative task: VQA, diagnosis and
+    # the chain-of-thought prompts would add a minute to a demo that must stay under 15
     DemoStep(
         "llava-rad",
         train_args={"encoder": "{clip-baseline}"},
-        tasks=("synthcxr_rrg", "synthcxr_diag", "synthcxr_zs_generative", "synthcxr_retrieval", "synthcxr_zs"),
+        tasks=("synthcxr_rrg", "synthcxr_retrieval", "synthcxr_zs"),
     ),
     DemoStep(
         "llava-radz",
         train_args={"base": "{llava-rad}"},
-        tasks=("synthcxr_zs", "synthcxr_zs_5class", "synthcxr_retrieval", "synthcxr_rrg"),
+        tasks=("synthcxr_zs", "synthcxr_zs_5class", "synthcxr_retrieval"),
     ),
     DemoStep(
         "meddr-rag",
@@ -486,15 +505,16 @@ def demo_plan(reg: Registry, models: Sequence[str] | None = None) -> list[DemoSt
     return steps
 
 
-def _reusable(ckpt: Path, model: str, train_args: Mapping[str, Any]) -> bool:
-    """A finished checkpoint trained for this step (same model, preset, arguments)."""
+def _reusable(ckpt: Path, spec: Any, train_args: Mapping[str, Any]) -> bool:
+    """A finished checkpoint trained for this step (same model, preset, arguments, adapter code)."""
     record = trained_checkpoint(ckpt)
     if record is None:
         return False
     return (
-        record.get("model") == model
+        record.get("model") == spec.name
         and record.get("preset") == "tiny"
         and record.get("train_args", {}) == json.loads(json.dumps(dict(train_args)))
+        and record.get("model_code") == model_code_fingerprint(spec)
     )
 
 
@@ -525,7 +545,7 @@ def demo(
         if step.train:
             train_args = {k: _fill(v, checkpoints) for k, v in step.train_args.items()}
             ckpt = output / "checkpoints" / f"{step.model}-tiny-synthcxr"
-            if _reusable(ckpt, step.model, train_args):
+            if _reusable(ckpt, reg.models[step.model], train_args):
                 log(f"reusing trained checkpoint {ckpt}")
             else:
                 if trained_checkpoint(ckpt) is not None:

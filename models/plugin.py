@@ -98,7 +98,8 @@ def bench_register_models() -> list[ModelSpec]:
             capabilities=frozenset({EMBED, GROUND, BACKBONE, TRAIN}),
             description="LGDEA: diagnostic-evidence alignment under limited pairing (evidence extracted from "
             "reports by rules or an OpenAI-compatible LLM, prototypes, lesion queries, evidence graphs with "
-            "label propagation). `--train-args paired_fraction=0.1` keeps 10% of the pairs.",
+            "label propagation). `--train-args paired_fraction=0.1` keeps 10% of the pairs; `init=DIR` starts from a "
+            "trained clip-baseline's towers.",
             kind="dual encoder",
             presets=("tiny", "paper"),
             quick_fingerprint="models.reference.lgdea:quick_fingerprint",

@@ -282,28 +282,6 @@ def test_projectors():
         projector.build_projector("qformer", 8, 4)
 
 
-@pytest.mark.parametrize("kind", ["mlp2x_gelu", "linear_with_bias"])
-def test_folding_an_input_standardisation_into_a_projector(kind):
-    torch.manual_seed(0)
-    if kind == "linear_with_bias":
-        proj = projector.LinearProjector(6, 3, bias=True)
-        torch.nn.init.normal_(proj.linear.bias)
-    else:
-        proj = projector.build_projector(kind, 6, 3, hidden_dim=5)
-    x = 3.0 + 2.0 * torch.randn(4, 7, 6)  # [B, tokens, C] with a shared offset
-    mean, std = projector.channel_statistics(x)
-    assert mean.shape == std.shape == (6,)
-    assert torch.allclose(mean, x.reshape(-1, 6).mean(0)) and torch.allclose(std, x.reshape(-1, 6).std(0))
-    expected = proj((x - mean) / std)
-    projector.fold_input_standardization(proj, mean, std)
-    assert torch.allclose(proj(x), expected, atol=1e-5)
-
-
-def test_folding_needs_a_bias():
-    with pytest.raises(BenchError, match="without a bias"):
-        projector.fold_input_standardization(projector.build_projector("linear", 4, 2), torch.zeros(4), torch.ones(4))
-
-
 # --------------------------------------------------------------------------- image preprocessing
 
 

@@ -629,13 +629,17 @@ def test_bad_checkpoints_are_one_clear_error(toy_trained, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def synthcxr_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny preset trained on synthcxr once, scored next to the untrained model."""
+def synthcxr_run(tmp_path_factory: pytest.TempPathFactory, trained_clip: Path) -> dict:
+    """The tiny preset trained on synthcxr once (as the demo trains it: from the trained clip-baseline's towers,
+    8 epochs), scored next to the untrained model."""
     from bench import api
 
     out = tmp_path_factory.mktemp("lgdea") / "lgdea-tiny-synthcxr"
     start = time.perf_counter()
-    api.train("lgdea", "tiny", "synthcxr", out, seed=0, device="cpu", log=lambda m: None)
+    api.train(
+        "lgdea", "tiny", "synthcxr", out, seed=0, device="cpu", log=lambda m: None,
+        train_args={"init": str(trained_clip), "epochs": 8},
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     runs = tmp_path_factory.mktemp("lgdea-runs")
     scores = {}
@@ -677,6 +681,7 @@ def test_trained_checkpoint_records_what_was_used(synthcxr_run):
     assert record["unpaired_images"] == record["unpaired_reports"] == 0
     assert record["evidence"]["kind"] == "rules" and record["evidence"]["reports_with_findings"] > 900
     assert all(record[s] for s in lgdea.SWITCHES)
+    assert record["phases"] == [{"epochs": 8, "batch_size": 32, "lr": 1e-3}] and record["init"]["fingerprint"]
     training = json.loads((ck / "training.json").read_text())
     assert training["model"] == "lgdea" and training["fingerprint"] == quick_fingerprint({"checkpoint": str(ck)})
     described = synthcxr_run["trained"]["model"]["description"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -129,6 +130,16 @@ def test_bad_arguments_and_checkpoints(tmp_path: Path) -> None:
         model.fit(synthcxr("val")[:1], {})
     with pytest.raises(BenchError, match="give lm=DIR"):
         model.fit(synthcxr("val")[:4], {"lm_epochs": 0, "pretrain_encoder": False})
+    for bad, message in (
+        ({"finetune_epochs": 2.5}, "finetune_epochs must be a non-negative int, got 2.5"),
+        ({"lm_lr": "fast"}, "lm_lr must be a non-negative float, got 'fast'"),
+        ({"align_lr": float("nan")}, "align_lr must be a non-negative float"),
+        ({"lora_r": -1}, "lora_r must be a non-negative int"),
+        ({"batch_size": 0}, "batch_size must be positive, got 0"),
+        ({"lm_visual_prefix": "yes"}, "lm_visual_prefix must be true or false"),
+    ):
+        with pytest.raises(BenchError, match=re.escape(message)):
+            model.fit(synthcxr("val")[:4], bad)
 
 
 def _quick_fit(model: lr.LlavaRad, **extra) -> None:
@@ -246,9 +257,8 @@ def test_trained_tiny_model_writes_reports_and_embeds(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 6 target not reached yet: the tiny decoder writes fluent findings but under-calls findings it "
-    "should read from the image; rule-based CheXpert F1 0.41 with the full tiny preset, about 0.2 with this "
-    "fixture's shorter schedule",
+    reason="the issue-6 target (rule-based CheXpert F1 >= 0.5) is reached by the tiny preset (batch 8, 5/3/6 epochs: "
+    "see the README), not by this fixture's schedule, a quarter of its updates, which the test-suite budget allows",
 )
 def test_trained_tiny_model_reaches_the_issue_target_f1(trained_results: dict) -> None:
     assert trained_results["synthcxr_rrg"]["metrics"]["chexpert_rules_f1_micro_14_uncneg"]["value"] >= 0.5

@@ -256,6 +256,23 @@ def test_demo_reuses_checkpoint_and_writes_summary(trained_clip, tmp_path):
     assert f"{data['tasks']['synthcxr_zs']['metrics']['AUC']['value']:.4f}" in html
 
 
+def test_demo_retrains_a_checkpoint_of_other_arguments_or_other_model_code(trained_clip, tmp_path):
+    import shutil
+
+    from bench import api
+    from bench.plugins import registry
+
+    spec = registry().models["clip-baseline"]
+    ck = tmp_path / "ck"
+    shutil.copytree(trained_clip, ck)
+    record = json.loads((ck / "training.json").read_text())
+    assert record["model_code"] == api.model_code_fingerprint(spec) and len(record["model_code"]) == 16
+    assert api._reusable(ck, spec, {})
+    assert not api._reusable(ck, spec, {"epochs": 3})
+    (ck / "training.json").write_text(json.dumps({**record, "model_code": "0" * 16}))  # e.g. a preset edited since
+    assert not api._reusable(ck, spec, {})
+
+
 def test_demo_plan_keeps_dependency_order_and_closes_over_references():
     from bench import api
     from bench.interfaces import BenchError
@@ -266,6 +283,7 @@ def test_demo_plan_keeps_dependency_order_and_closes_over_references():
     assert full[:5] == ["clip-baseline", "lgdea", "llava-rad", "llava-radz", "meddr-rag"]
     assert [s.model for s in api.demo_plan(reg, ["llava-radz"])] == ["clip-baseline", "llava-rad", "llava-radz"]
     assert [s.model for s in api.demo_plan(reg, ["meddr-rag"])] == ["clip-baseline", "meddr-rag"]
+    assert [s.model for s in api.demo_plan(reg, ["lgdea"])] == ["clip-baseline", "lgdea"]
     with pytest.raises(BenchError, match="no demo step for nope"):
         api.demo_plan(reg, ["nope"])
     with pytest.raises(BenchError, match="not trained earlier"):

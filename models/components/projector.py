@@ -44,30 +44,6 @@ class MLPProjector(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-def channel_statistics(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation of ``features [..., C]`` over every other axis."""
-    flat = features.reshape(-1, features.shape[-1]).float()
-    return flat.mean(0), flat.std(0).clamp_min(1e-6)
-
-
-def fold_input_standardization(projector: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
-    """Make ``projector(x)`` compute what it computed on ``(x - mean) / std`` (in place).
-
-    The first linear layer absorbs the affine map: ``W' = W / std``, ``b' = b - W' mean``. Training a
-    projector on standardised inputs and folding afterwards leaves the saved architecture unchanged.
-    """
-    first = projector.linear if isinstance(projector, LinearProjector) else getattr(projector, "fc1", None)
-    if not isinstance(first, nn.Linear):
-        raise BenchError(f"cannot fold an input standardisation into a {type(projector).__name__}")
-    with torch.no_grad():
-        mean = mean.to(first.weight)
-        std = std.to(first.weight)
-        first.weight.div_(std[None, :])
-        if first.bias is None:
-            raise BenchError("cannot fold an input standardisation into a projector without a bias")
-        first.bias.sub_(first.weight @ mean)
-
-
 def build_projector(kind: str, in_dim: int, out_dim: int, **kwargs) -> nn.Module:
     """``kind``: "linear" or "mlp2x_gelu" (alias "mlp")."""
     if kind == "linear":

@@ -63,6 +63,13 @@ Capabilities: ``embed`` (image: ``I^g``; text: mean of the projected sentence em
 lesion queries' attention maps weighted by a softmax over their similarity to the phrase), and
 ``backbone`` (a copy of the ViT).
 
+Initialisation: from scratch, or (``init=DIR``) from a trained ``clip-baseline`` checkpoint with the same
+towers: its image and text towers, global projections, temperature and tokenizer are copied, and the
+lesion queries, evidence heads and prototypes start random (the paper starts from pretrained encoders).
+Measured on synthcxr (test split, 2 CPU cores): from the clip-baseline tiny checkpoint, 8 epochs give
+zs AUC 0.930, retrieval R@10 0.675, grounding CNR 1.184, against 0.868 / 0.642 / 1.179 for 18 epochs
+from scratch, in less than half the time; ``bench demo`` and the tests train it that way.
+
 Presets: ``tiny`` (synthcxr in a few CPU minutes: the clip-baseline tiny towers, K=32 prototypes,
 L=16 queries, 18 epochs at batch 32 and lr 1e-3, all pairs kept) and ``paper`` from the paper's
 Implementation Details: a ViT-B/16 image encoder [26] at 224 px (images resized to 256 and randomly
@@ -902,11 +909,12 @@ class LGDEA(ModelAdapter):
         return hp
 
     def fit(self, train_data: Sequence[Sample], config: Mapping[str, Any]) -> None:
-        """Train on image-report data of which ``paired_fraction`` keeps its pairing (from scratch
-        unless ``config["continue"]`` is true).
+        """Train on image-report data of which ``paired_fraction`` keeps its pairing (from scratch, from a
+        clip-baseline checkpoint with ``config["init"]``, or from the current weights when ``config["continue"]``
+        is true).
 
         config keys: preset, epochs, lr, batch_size (each applied to every training phase), seed,
-        device, val_data, log, continue, weight_decay, warmup_ratio, max_grad_norm, grad_accum,
+        device, val_data, log, continue, init, weight_decay, warmup_ratio, max_grad_norm, grad_accum,
         sentence_dropout, augment, sentences_per_image, sentence_loss_weight, paired_fraction,
         pair_share, extractor (rules|llm), extractor_args (``k=v;k=v`` or a mapping: ``include_uncertain`` for
         rules; for llm the ``openai`` adapter's arguments such as model, base_url, allow_remote,
