@@ -51,7 +51,7 @@ def _split(text: str) -> list[str]:
 
 
 def _print_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2))
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -141,8 +141,13 @@ def run_cmd(**kw: Any) -> None:
         run_id=kw["run_id"],
         progress=not kw["no_progress"],
     )
-    summary = {name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in outcome.results["tasks"].items()}
-    _print_json({"run_dir": str(outcome.run_dir), "metrics": summary})
+    from reports.text import metric_text
+
+    tasks = outcome.results["tasks"]
+    values = {name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in tasks.items()}
+    # the same as text: mean ± sd over seeds for the fine-tuning tasks
+    text = {name: {m: metric_text(v) for m, v in t["metrics"].items()} for name, t in tasks.items()}
+    _print_json({"run_dir": str(outcome.run_dir), "metrics": values, "summary": text})
 
 
 @cli.command("score")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 _INTERVAL = {
     "type": "array",
@@ -26,6 +26,18 @@ METRIC = {
         # 1.1: a metric that could not be computed here (missing Java, local weights, …): value and ci95 are
         # null and this says why.
         "unavailable": {"type": "string", "minLength": 1},
+        # 1.2: a metric measured by several training runs (fine-tuning seeds): value is their mean, sd their
+        # sample standard deviation (null with one seed), seeds each run's value and interval by seed.
+        "sd": {"type": ["number", "null"], "minimum": 0},
+        "seeds": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "type": "object",
+                "required": ["value", "ci95"],
+                "properties": {"value": {"type": ["number", "null"]}, "ci95": _INTERVAL},
+            },
+        },
     },
 }
 
