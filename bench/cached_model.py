@@ -131,6 +131,17 @@ class CachedModel:
         [value] = self._through([key], [(image, phrase)], lambda xs: [np.asarray(self.model.similarity_map(*xs[0]))])
         return value
 
+    def image_features(
+        self, images: Sequence[ImageRef], name: str, compute: Callable[[list[ImageRef]], np.ndarray]
+    ) -> np.ndarray:
+        """Features a task computes from this model's images (e.g. a frozen backbone's, for a linear probe),
+        cached like image embeddings: keyed by the model fingerprint, the image and ``name``, which must name
+        everything else the features depend on. Every task and training fraction on the same images shares
+        them; ``compute(images) -> [n, D]`` runs on the misses only."""
+        keys = [(self.fingerprint, EMBED_SCOPE, _image_key(im), "features:" + name) for im in images]
+        rows = self._through(keys, images, lambda xs: list(np.asarray(compute(xs), dtype=np.float32)))
+        return np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, 0), np.float32)
+
     # ------------------------------------------------------------------ generate
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:

@@ -51,7 +51,7 @@ def _split(text: str) -> list[str]:
 
 
 def _print_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2))
+    click.echo(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def _judge_options(text: str | None) -> dict[str, Any] | None:
@@ -159,9 +159,13 @@ def run_cmd(**kw: Any) -> None:
         judge=_judge_options(kw["judge"]),
         allow_remote_judge=kw["allow_remote_judge"],
     )
+    from reports.text import metric_text
+
     tasks = outcome.results["tasks"]
-    summary = {name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in tasks.items()}
-    printed: dict[str, Any] = {"run_dir": str(outcome.run_dir), "metrics": summary}
+    values = {name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in tasks.items()}
+    # the same as text: mean ± sd over seeds for the fine-tuning tasks
+    text = {name: {m: metric_text(v) for m, v in t["metrics"].items()} for name, t in tasks.items()}
+    printed: dict[str, Any] = {"run_dir": str(outcome.run_dir), "metrics": values, "summary": text}
     judged = {name: t["judge"] for name, t in tasks.items() if "judge" in t}
     if judged:
         printed["judge"] = judged

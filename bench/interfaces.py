@@ -213,8 +213,12 @@ class ModelAdapter:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         raise NotImplementedError
 
-    # backbone
-    def image_backbone(self) -> tuple[Any, int]:
+    # backbone: ``module(preprocess(images)) -> [N, feature_dim]`` features; a fresh copy per call, so that
+    # fine-tuning it changes neither the adapter's outputs nor its fingerprint
+    def image_backbone(self) -> tuple[Any, int]:  # -> (torch.nn.Module, feature_dim)
+        raise NotImplementedError
+
+    def preprocess(self, images: Sequence[ImageRef]) -> Any:  # -> torch.Tensor, the backbone's input batch (CPU)
         raise NotImplementedError
 
     # train
@@ -366,6 +370,22 @@ class Task:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    #: Other splits of the task's dataset the protocol learns from (e.g. ``("train", "val")`` for fine-tuning).
+    #: The runner loads them with the task's dataset options and passes them to :meth:`use_splits` before
+    #: ``predict``; ``--limit`` applies to the evaluated split only.
+    extra_splits: tuple[str, ...] = ()
+
+    def use_splits(self, splits: Mapping[str, list[Sample]]) -> None:
+        """Receive the :attr:`extra_splits` (split name → samples)."""
+        if self.extra_splits:
+            raise NotImplementedError(f"task {self.name} declares extra_splits but does not take them")
+
+    def data_selection(self) -> Mapping[str, Any]:
+        """What the protocol chose from the extra splits (e.g. the hash of each seed's training subset ids).
+        The runner hashes it into the result's dataset fingerprint, so that the fingerprint changes whenever
+        the selection does. Empty for tasks that only read the evaluated split."""
+        return {}
 
     def prepare(self, samples: list[Sample]) -> list[Sample]:
         """Filter/order samples for this protocol (e.g. one class per image)."""

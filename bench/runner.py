@@ -50,6 +50,7 @@ from bench.metrics.judging import Judge, judged_task, score_with_judge
 from bench.plugins import Registry, registry
 from reports.io import RESULTS_FILE, SampleWriter, iter_samples, read_results, write_results
 from reports.schema import SCHEMA_VERSION
+from reports.text import metric_text
 
 PACKAGES = ("torch", "numpy", "scikit-learn", "transformers", "pluggy", "tokenizers", "pillow")
 
@@ -216,16 +217,23 @@ def device_description(model: ModelAdapter, requested: str) -> str:
     return str(desc) if desc else requested
 
 
-def load_samples(spec: DatasetSpec, task: TaskSpec, root: Path | None) -> list[Sample]:
+def load_samples(spec: DatasetSpec, task: TaskSpec, root: Path | None, split: str | None = None) -> list[Sample]:
+    """The task's split (or another ``split`` of its dataset) read with the task's dataset options."""
     folder = dataset_folder(spec, root)
     loader: Callable[..., list[Sample]] = resolve(spec.loader)
-    return loader(folder, task.split, **dict(task.dataset_options))
+    return loader(folder, split or task.split, **dict(task.dataset_options))
 
 
-def dataset_fingerprint(dataset: str, samples: Sequence[Sample]) -> str:
-    return stable_hash(
-        {"dataset": dataset, "items": [[s.id, [im.key for im in s.images], s.labels] for s in samples]}, 32
-    )
+def dataset_fingerprint(dataset: str, samples: Sequence[Sample], selection: Mapping[str, Any] | None = None) -> str:
+    """Hash of the evaluated samples (ids, image keys, labels) and, when the protocol used other splits,
+    of what it chose from them (:meth:`bench.interfaces.Task.data_selection`)."""
+    payload: dict[str, Any] = {
+        "dataset": dataset,
+        "items": [[s.id, [im.key for im in s.images], s.labels] for s in samples],
+    }
+    if selection:
+        payload["selection"] = dict(selection)
+    return stable_hash(payload, 32)
 
 
 def instantiate_model(spec: ModelSpec, args: Mapping[str, Any], device: str) -> ModelAdapter:
@@ -432,10 +440,16 @@ def _run_task(
 ) -> dict[str, Any]:
     config = plan.config
     task: Task = resolve(spec.factory)(spec)
-    key = (spec.dataset, spec.split, stable_hash(dict(spec.dataset_options)))
-    if key not in sample_cache:
-        sample_cache[key] = load_samples(plan.datasets[spec.dataset], spec, root)
-    samples = task.prepare(list(sample_cache[key]))
+
+    def split_samples(split: str) -> list[Sample]:
+        key = (spec.dataset, split, stable_hash(dict(spec.dataset_options)))
+        if key not in sample_cache:
+            sample_cache[key] = load_samples(plan.datasets[spec.dataset], spec, root, split)
+        return list(sample_cache[key])
+
+    samples = task.prepare(split_samples(spec.split))
+    if task.extra_splits:
+        task.use_splits({split: split_samples(split) for split in task.extra_splits})
     if config.limit is not None:
         samples = samples[: config.limit]
     if not samples:
@@ -464,7 +478,7 @@ def _run_task(
         judged = judge.summary()
     wall = time.perf_counter() - start
     flags = ["limit"] if config.limit is not None else []
-    summary = ", ".join(f"{name}={m['value']:.4f}" for name, m in metrics.items() if isinstance(m.get("value"), float))
+    summary = ", ".join(f"{name}={metric_text(m)}" for name, m in metrics.items() if isinstance(m.get("value"), float))
     log(f"{spec.name}: {summary} (n={len(samples)}, {wall:.1f}s, cache hits {proxy.stats.cache_hits})")
     if judged is not None:
         log(
@@ -477,7 +491,7 @@ def _run_task(
         "protocol": spec.protocol,
         "split": spec.split,
         "family": spec.family,
-        "dataset_fingerprint": dataset_fingerprint(spec.dataset, samples),
+        "dataset_fingerprint": dataset_fingerprint(spec.dataset, samples, task.data_selection()),
         "n_samples": len(samples),
         "metrics": metrics,
         "config": task.config(),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 _INTERVAL = {
     "type": "array",
@@ -26,10 +26,22 @@ METRIC = {
         # 1.1: a metric that could not be computed here (missing Java, local weights, …): value and ci95 are
         # null and this says why.
         "unavailable": {"type": "string", "minLength": 1},
+        # 1.2: a metric measured by several training runs (fine-tuning seeds): value is their mean, sd their
+        # sample standard deviation (null with one seed), seeds each run's value and interval by seed.
+        "sd": {"type": ["number", "null"], "minimum": 0},
+        "seeds": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": {
+                "type": "object",
+                "required": ["value", "ci95"],
+                "properties": {"value": {"type": ["number", "null"]}, "ci95": _INTERVAL},
+            },
+        },
     },
 }
 
-# 1.2: a task scored with an LLM judge (CheXprompt, `--judge`) records who judged and what it cost (never the key).
+# 1.3: a task scored with an LLM judge (CheXprompt, `--judge`) records who judged and what it cost (never the key).
 JUDGE = {
     "type": "object",
     "required": ["model", "host", "prompt_version", "n_judged", "n_judge_failed"],

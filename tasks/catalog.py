@@ -180,21 +180,53 @@ def synthcxr_tasks() -> list[TaskSpec]:
         ),
         *generative_classification_tasks(),
     ]
+    specs += finetune_tasks("synthcxr", "synthcxr", SYNTH_FINDINGS, "the 7 synthcxr findings", "positive", {})
+    return specs
+
+
+FINETUNE = "tasks.finetune:FineTuneClassification"
+FINETUNE_METRICS = ("AUC", "F1-val-threshold", "ACC-val-threshold", "F1-optimistic", "ACC-optimistic")
+# suffix -> (mode, init, what)
+FINETUNE_VARIANTS = {
+    "": ("linear", "pretrained", "linear probe: a linear head on the frozen image backbone"),
+    "_full": ("full", "pretrained", "full fine-tuning: the image backbone and a new linear head trained end to end"),
+    "_scratch": ("linear", "scratch", "Scratch baseline, linear probe: the same backbone architecture, randomly "
+                 "initialised and frozen"),
+    "_full_scratch": ("full", "scratch", "Scratch baseline (LLaVA-RadZ Table 3 'Scratch' row): the same backbone "
+                      "architecture randomly initialised, trained end to end"),
+}  # fmt: skip
+
+
+def finetune_tasks(
+    key: str, dataset: str, classes: tuple[str, ...], what: str, uncertain: str, dataset_options: dict[str, str]
+) -> list[TaskSpec]:
+    """``<key>_ft_<pct>pct[_full][_scratch]``: 1 / 10 / 100 % of the training split, four variants each."""
+    specs = []
     for pct in (1, 10, 100):
-        specs.append(
-            TaskSpec(
-                name=f"synthcxr_ft_{pct}pct",
-                dataset="synthcxr",
-                protocol="finetune",
-                split="test",
-                metrics=("AUC", "F1", "ACC"),
-                requires=frozenset({BACKBONE}),
-                factory=None,
-                family="fine-tune",
-                options={"fraction": pct / 100},
-                description=f"Fine-tuning / linear probe on {pct} % of the training labels.",
+        seeds = "mean ± sd over 3 seeds" if pct < 100 else "1 seed"
+        for suffix, (mode, init, how) in FINETUNE_VARIANTS.items():
+            specs.append(
+                TaskSpec(
+                    name=f"{key}_ft_{pct}pct{suffix}",
+                    dataset=dataset,
+                    protocol="finetune",
+                    split="test",
+                    metrics=FINETUNE_METRICS,
+                    requires=frozenset({BACKBONE}),
+                    factory=FINETUNE,
+                    family="fine-tune",
+                    options={
+                        "fraction": pct / 100,
+                        "classes": classes,
+                        "mode": mode,
+                        "init": init,
+                        "uncertain": uncertain,
+                    },
+                    dataset_options=dict(dataset_options),
+                    description=f"{how}, on {pct} % of the training split (seeded, stratified; {seeds}), model "
+                    f"selection on the val split; test AUC of {what}, F1/ACC at validation thresholds.",
+                )
             )
-        )
     return specs
 
 
@@ -384,23 +416,7 @@ def classification_set_tasks() -> list[TaskSpec]:
             )
         )
     for key, (dataset, label, where) in binary.items():
-        for pct in (1, 10, 100):
-            specs.append(
-                TaskSpec(
-                    name=f"{key}_ft_{pct}pct",
-                    dataset=dataset,
-                    protocol="finetune",
-                    split="test",
-                    metrics=("AUC",),
-                    requires=frozenset({BACKBONE}),
-                    factory=None,
-                    family="fine-tune",
-                    options={"fraction": pct / 100, "classes": (label,)},
-                    dataset_options={**llava_radz, "train_fraction": pct / 100},
-                    description=f"Fine-tuning on {pct} % of the training split (seeded, nested, stratified; "
-                    f"bench.data.subsets) of {where}; AUC of {label} on the test split.",
-                )
-            )
+        specs += finetune_tasks(key, dataset, (label,), f"{label} in {where}", "negative", llava_radz)
     for dataset, classes, name, what in (
         ("chestxray14", nih14, "chestxray14_linear_probe", "NIH ChestX-ray14 (official test list)"),
         ("rsna_pneumonia", ("Pneumonia",), "rsna_linear_probe", "RSNA Pneumonia (seeded 0.6/0.2/0.2 split)"),

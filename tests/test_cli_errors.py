@@ -35,7 +35,7 @@ def test_capability_mismatch(tmp_path):
 
 def test_protocol_not_implemented(tmp_path):
     res = run_bench(
-        "run", "--model", "clip-baseline", "--task", "synthcxr_zs,synthcxr_ft_1pct", "--output", str(tmp_path)
+        "run", "--model", "clip-baseline", "--task", "synthcxr_zs,chestxray14_linear_probe", "--output", str(tmp_path)
     )
     _refused(res, "protocol 'finetune' not implemented")
     assert not any(tmp_path.iterdir())

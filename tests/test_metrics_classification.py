@@ -260,3 +260,26 @@ def test_vectorised_bootstrap_auc_equals_rank_auc_on_each_resample():
     assert np.allclose(macro, expected)
     # a resample without positives of the rare class leaves it out of that resample's mean
     assert np.isnan(weighted_auc(np.array([0, 0, 1]), np.array([0.1, 0.2, 0.3]), np.array([[1.0, 2.0, 0.0]])))[0]
+
+
+def test_vectorised_decision_and_optimistic_resamples_equal_the_definitions():
+    """Each resample of the vectorised F1/ACC functions equals the metric recomputed on the materialised
+    resample (scikit-learn's threshold curve for the optimistic ones), ties and rare classes included."""
+    rng = np.random.default_rng(5)
+    n = 70
+    y = (rng.random((n, 3)) < [0.08, 0.4, 0.6]).astype(int)
+    s = np.round(rng.random((n, 3)) * 8) / 8 + 0.2 * y  # heavy ties
+    decisions = s >= 0.5
+    f1_d, acc_d = C.bootstrap_decision_f1_acc(y, decisions, 80, seed=4)
+    f1_o, acc_o = C.bootstrap_optimistic_f1_acc(y, s, 80, seed=4)
+    for r, idx in enumerate(bootstrap_indices(n, 80, seed=4)):
+        yi, si = y[idx], s[idx]
+        assert f1_d[r] == pytest.approx(f1_score(yi, decisions[idx].astype(int), average="macro", zero_division=0))
+        assert acc_d[r] == pytest.approx((yi == decisions[idx]).mean())
+        thr, f1s = C.max_f1_thresholds(yi, si)
+        ok = np.isfinite(thr)
+        assert f1_o[r] == pytest.approx(np.nanmean(f1s), abs=1e-12)
+        assert acc_o[r] == pytest.approx(((si[:, ok] > thr[ok]) == yi[:, ok].astype(bool)).mean(axis=0).mean())
+    # a resample where a class has one label value leaves it out; none defined → NaN
+    one_class = C.bootstrap_optimistic_f1_acc(np.zeros((5, 1), int), rng.random((5, 1)), 3, seed=0)
+    assert np.isnan(one_class[0]).all() and np.isnan(one_class[1]).all()

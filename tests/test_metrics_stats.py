@@ -25,6 +25,7 @@ from bench.metrics.stats import (
     paired_bootstrap,
     paired_bootstrap_statistic,
     percentile_interval,
+    summarise_seeds,
 )
 from reports.schema import METRIC, SCHEMA_VERSION, results_schema
 from tests.real_reports import require_iu_reports
@@ -209,3 +210,43 @@ def test_metric_schema_accepts_unavailable_metrics() -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"value": None, "ci95": [None, None], "n": 3, "unavailable": ""}, METRIC)
     assert results_schema()["properties"]["schema_version"]["pattern"] == r"^1\.\d+$"
+
+
+def test_metric_schema_accepts_seed_summaries() -> None:
+    seeds = {"0": {"value": 0.8, "ci95": [0.7, 0.9]}, "1": {"value": 0.9, "ci95": [None, None]}}
+    jsonschema.validate({"value": 0.85, "ci95": [0.75, 0.95], "n": 3, "sd": 0.07, "seeds": seeds}, METRIC)
+    jsonschema.validate({"value": 0.8, "ci95": [None, None], "n": 3, "sd": None, "seeds": {"0": seeds["0"]}}, METRIC)
+    for bad in ({"sd": -0.1}, {"seeds": {}}, {"seeds": {"0": {"value": 0.8}}}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"value": 0.8, "ci95": [None, None], "n": 3, **bad}, METRIC)
+
+
+def test_summarise_seeds_mean_sd_intervals_and_metadata() -> None:
+    import statistics
+
+    from reports.text import metric_text
+
+    bundles = {
+        0: {"value": 0.80, "n": 50, "per_class": {"a": 0.7, "b": 0.9}, "average": "macro", "threshold": {"a": 0.2}},
+        1: {"value": 0.86, "n": 50, "per_class": {"a": 0.8, "b": 0.92}, "average": "macro", "threshold": {"a": 0.3}},
+        2: {"value": 0.83, "n": 50, "per_class": {"a": None, "b": 0.91}, "average": "macro", "threshold": {"a": 0.3}},
+    }
+    rng = np.random.default_rng(0)
+    resampled = {k: b["value"] + rng.normal(0, 0.02, 400) for k, b in bundles.items()}
+    out = summarise_seeds(bundles, resampled, 400)
+    assert out["value"] == pytest.approx(statistics.mean([0.80, 0.86, 0.83]))
+    assert out["sd"] == pytest.approx(statistics.stdev([0.80, 0.86, 0.83]))
+    assert out["per_class"] == {"a": None, "b": pytest.approx(0.91)}
+    assert out["average"] == "macro" and "threshold" not in out  # differs between seeds: kept per seed
+    assert out["seeds"]["1"]["threshold"] == {"a": 0.3} and out["seeds"]["0"]["value"] == 0.80
+    low, high = out["ci95"]
+    mean_of_resamples = np.mean([resampled[k] for k in bundles], axis=0)
+    assert (low, high) == percentile_interval(mean_of_resamples, 400)
+    assert high - low < out["seeds"]["0"]["ci95"][1] - out["seeds"]["0"]["ci95"][0]  # averaging narrows it
+    assert metric_text(out) == f"0.8300 ± {statistics.stdev([0.80, 0.86, 0.83]):.4f} (3 seeds)"
+    one = summarise_seeds({0: bundles[0]}, None, 0)
+    assert one["value"] == 0.80 and one["sd"] is None and one["ci95"] == [None, None]
+    assert one["threshold"] == {"a": 0.2} and metric_text(one) == "0.8000"
+    undefined = summarise_seeds({0: {"value": None, "n": 5}, 1: {"value": 0.5, "n": 5}}, None, 0)
+    assert undefined["value"] is None and undefined["sd"] is None
+    assert metric_text({"value": None, "ci95": [None, None], "n": 0, "unavailable": "needs Java"}) == "n/a (needs Java)"

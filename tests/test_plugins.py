@@ -138,7 +138,9 @@ def test_list_tasks_json_lists_every_synthcxr_task():
     assert tasks["synthcxr_rrg"]["requires"] == ["generate"]
     assert tasks["synthcxr_ft_1pct"]["requires"] == ["backbone"]
     assert tasks["synthcxr_zs"]["implemented"] and tasks["synthcxr_vqa"]["implemented"]
-    assert not tasks["synthcxr_ft_1pct"]["implemented"]
+    assert tasks["synthcxr_ft_1pct"]["implemented"] and tasks["synthcxr_ft_1pct"]["family"] == "fine-tune"
+    assert {"synthcxr_ft_1pct_full", "synthcxr_ft_1pct_scratch", "synthcxr_ft_1pct_full_scratch"} <= set(tasks)
+    assert not tasks["chestxray14_linear_probe"]["implemented"]
     models = json.loads(run_bench("list", "models", "--json").stdout)
     clip = next(m for m in models if m["name"] == "clip-baseline")
     assert clip["capabilities"] == ["backbone", "embed", "ground", "train"]

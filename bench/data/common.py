@@ -208,6 +208,14 @@ def seeded_fraction(ids: Iterable[str], fraction: float, seed: int) -> list[str]
     return sorted(order[: max(1, round(fraction * len(order)))])
 
 
+def seeded_first(ids: Iterable[str], seed: int) -> str:
+    """The first id of the seeded order behind :func:`seeded_fraction` (every fraction keeps it)."""
+    order = _order(ids, seed)
+    if not order:
+        raise BenchError("no ids to choose from")
+    return order[0]
+
+
 def ids_hash(ids: Iterable[str]) -> str:
     """A short stable hash of a set of ids (recorded with derived subsets)."""
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]

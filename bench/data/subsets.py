@@ -23,6 +23,15 @@ The rule (:func:`training_subset`):
   so it changes whenever the selection does.
 
 Subsets are drawn at the sample level (one sample = one image in these datasets), like the papers.
+
+Multi-label targets (the fine-tuning tasks, :mod:`tasks.finetune`) stratify with
+:func:`rarest_positive` — each sample falls in the stratum of its rarest positive label, or in the
+stratum of samples with none — instead of one stratum per label combination, which with many labels
+would keep one sample of each of dozens of combinations and make a 1 % subset several times larger
+than 1 %. With ``cover=labels``, a label for which the first id of every stratum (kept by every
+fraction) holds no positive, or no non-positive, also keeps the first of its own positives or
+non-positives (in a seeded order, independent of the fraction): no label of the split loses its
+positive or negative examples and subsets stay nested. For one label this adds nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bench.data.common import ids_hash, seeded_fraction
+from bench.data.common import ids_hash, seeded_first, seeded_fraction
 from bench.interfaces import BenchError, Sample
 
 OPTION = "train_fraction"
@@ -67,30 +76,72 @@ def stratum_of(labels: Sequence[str]) -> Callable[[Sample], tuple[Any, ...]]:
     return key
 
 
+def rarest_positive(samples: Sequence[Sample], labels: Sequence[str]) -> Callable[[Sample], str]:
+    """A stratum key for multi-label targets: a sample's positive label that has the fewest positives in
+    ``samples`` (ties broken by the order of ``labels``), or ``""`` when it has none."""
+    names = tuple(labels)
+    counts = {name: sum(s.labels.get(name) == 1 for s in samples) for name in names}
+    rank = {name: (counts[name], i) for i, name in enumerate(names)}
+
+    def key(sample: Sample) -> str:
+        positives = [name for name in names if sample.labels.get(name) == 1]
+        return min(positives, key=rank.__getitem__) if positives else ""
+
+    return key
+
+
+def subset_ids(
+    samples: Sequence[Sample],
+    fraction: float,
+    *,
+    seed: int = 0,
+    stratify: Callable[[Sample], Any] | None = None,
+    cover: Sequence[str] = (),
+) -> set[str]:
+    """The ids of the seeded, nested, optionally stratified subset of ``samples`` (nothing recorded).
+
+    ``cover``: labels whose first positive and first non-positive sample (in a seeded order of those ids)
+    are always kept, so that the subset keeps both kinds of every label the full set has."""
+    fraction = check_fraction(fraction)
+    seen: set[str] = set()
+    for s in samples:
+        if s.id in seen:
+            raise BenchError(f"cannot draw a training subset: sample id {s.id!r} occurs twice")
+        seen.add(s.id)
+    if fraction >= FULL:
+        return seen
+    groups: dict[Any, list[str]] = defaultdict(list)
+    for s in samples:
+        groups[stratify(s) if stratify is not None else ()].append(s.id)
+    keep: set[str] = set()
+    for ids in groups.values():
+        keep.update(seeded_fraction(ids, fraction, seed))
+    # every fraction keeps the first id of each stratum; a label that those lack a positive or a
+    # non-positive of gets the first of its own (independent of the fraction, so still nested)
+    firsts = {seeded_first(ids, seed) for ids in groups.values()}
+    by_id = {s.id: s for s in samples}
+    for name in cover:
+        for wanted in (True, False):
+            if any((by_id[i].labels.get(name) == 1) == wanted for i in firsts):
+                continue
+            ids = [s.id for s in samples if (s.labels.get(name) == 1) == wanted]
+            if ids:
+                keep.add(seeded_first(ids, seed))
+    return keep
+
+
 def training_subset(
     samples: Sequence[Sample],
     fraction: float,
     *,
     seed: int = 0,
     stratify: Callable[[Sample], Any] | None = None,
+    cover: Sequence[str] = (),
 ) -> list[Sample]:
     """The seeded, nested, optionally stratified subset of ``samples`` (order kept), with the
     selection recorded in each kept sample's ``meta``."""
     fraction = check_fraction(fraction)
-    by_id: dict[str, Sample] = {}
-    for s in samples:
-        if s.id in by_id:
-            raise BenchError(f"cannot draw a training subset: sample id {s.id!r} occurs twice")
-        by_id[s.id] = s
-    groups: dict[Any, list[str]] = defaultdict(list)
-    for s in samples:
-        groups[stratify(s) if stratify is not None else ()].append(s.id)
-    keep: set[str] = set()
-    if fraction >= FULL:
-        keep = set(by_id)
-    else:
-        for ids in groups.values():
-            keep.update(seeded_fraction(ids, fraction, seed))
+    keep = subset_ids(samples, fraction, seed=seed, stratify=stratify, cover=cover)
     chosen = [s for s in samples if s.id in keep]
     digest = ids_hash(keep)
     for s in chosen:

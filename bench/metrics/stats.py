@@ -44,6 +44,7 @@ __all__ = [
     "paired_bootstrap",
     "paired_bootstrap_statistic",
     "percentile_interval",
+    "summarise_seeds",
 ]
 
 # --------------------------------------------------------------------------- protocol
@@ -123,6 +124,63 @@ def bootstrap_ci(
         return None, None
     values = np.array([statistic(idx) for idx in bootstrap_indices(n, resamples, seed)], dtype=float)
     return percentile_interval(values, resamples, level)
+
+
+# --------------------------------------------------------------------------- several training seeds
+
+_BUNDLE_CORE = ("value", "ci95", "n", "per_class")
+
+
+def summarise_seeds(
+    bundles: Mapping[str, Mapping[str, Any]],
+    resampled: Mapping[str, np.ndarray] | None,
+    resamples: int,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """One metric measured on the same test samples by models trained with several seeds → one bundle.
+
+    ``bundles``: seed → that seed's bundle (``value``, ``n``, optional ``per_class`` and metadata);
+    ``resampled``: seed → the metric on each bootstrap resample of the test samples, the same resamples for
+    every seed (or None without bootstrap). The result: ``value`` = mean over seeds; ``sd`` = their sample
+    standard deviation (ddof = 1; None with one seed); ``ci95`` = percentile interval of the seed mean over
+    the shared resamples (test-sample uncertainty of the mean; with one seed, that seed's interval);
+    ``per_class`` = per-class means; ``seeds`` = seed → ``{"value", "ci95"}`` plus the metadata that differ
+    between seeds (e.g. each seed's thresholds); metadata equal for all seeds stay at the top.
+    """
+    if not bundles:
+        raise ValueError("no seeds to summarise")
+    seeds = list(bundles)
+    values = [bundles[k]["value"] for k in seeds]
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    complete = len(finite) == len(values)
+    mean = float(np.mean(finite)) if complete else None
+    sd = float(np.std(finite, ddof=1)) if complete and len(finite) > 1 else None
+    per_seed: dict[str, dict[str, Any]] = {}
+    for k in seeds:
+        entry: dict[str, Any] = {"value": bundles[k]["value"], "ci95": [None, None]}
+        if resampled is not None and resamples > 0:
+            entry["ci95"] = list(percentile_interval(resampled[k], resamples, level))
+        per_seed[str(k)] = entry
+    low, high = None, None
+    if resampled is not None and resamples > 0 and complete:
+        low, high = percentile_interval(np.mean([resampled[k] for k in seeds], axis=0), resamples, level)
+    out: dict[str, Any] = {"value": mean, "ci95": [low, high], "n": int(bundles[seeds[0]]["n"]), "sd": sd}
+    classes = bundles[seeds[0]].get("per_class")
+    if classes is not None:
+        out["per_class"] = {}
+        for c in classes:
+            vals = [bundles[k]["per_class"].get(c) for k in seeds]
+            out["per_class"][c] = float(np.mean(vals)) if all(v is not None for v in vals) else None
+    meta = {key for k in seeds for key in bundles[k] if key not in _BUNDLE_CORE}
+    for key in sorted(meta):
+        found = [bundles[k].get(key) for k in seeds]
+        if all(f == found[0] for f in found):
+            out[key] = found[0]
+        else:
+            for k, f in zip(seeds, found, strict=True):
+                per_seed[str(k)][key] = f
+    out["seeds"] = per_seed
+    return out
 
 
 # --------------------------------------------------------------------------- additive metrics
