@@ -10,12 +10,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.interfaces import TRAIN, BenchError, resolve
 from bench.plugins import Registry, registry
 from bench.runner import RunConfig, RunOutcome, data_root, dataset_folder, instantiate_model, run
 from reports.io import JsonlWriter, atomic_write_text, iter_samples, read_results
+
+if TYPE_CHECKING:
+    from reports.compare import Comparison
 
 Log = Callable[[str], None]
 
@@ -193,6 +196,14 @@ def _score_metrics(
     preds = [r["prediction"] for r in records]
     refs = [r["reference"] for r in records]
     return score_metrics(preds, refs, names, bootstrap, seed, reg=reg, judge=judge)
+
+
+def compare(baseline: str | Path, new: str | Path, **options: Any) -> Comparison:
+    """``bench compare``: run ``new`` against run ``baseline``; options of :func:`reports.compare.compare`.
+    Returns a :class:`reports.compare.Comparison` (``exit_code`` 0 or 1; unusable input raises BenchError)."""
+    from reports.compare import compare as compare_runs
+
+    return compare_runs(baseline, new, **options)
 
 
 # --------------------------------------------------------------------------- data
@@ -527,10 +538,8 @@ def demo(
     models: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The main job on the embedded default: train (or reuse) each reference model's tiny preset on
-    synthcxr in dependency order (:data:`DEMO_PLAN`), run every synthcxr task it supports, and write
-    an HTML summary with the models side by side."""
-    from reports.summary import write_summary
-
+    synthcxr in dependency order (:data:`DEMO_PLAN`) and run every synthcxr task it supports; the CLI then
+    writes the leaderboard site over the runs."""
     log = log or _stderr
     reg = registry()
     output = Path(output)
@@ -577,6 +586,4 @@ def demo(
         }
     if not run_dirs:
         raise BenchError("no trainable model with a 'tiny' preset is registered: nothing to demonstrate")
-    summary = write_summary(output)
-    log(f"summary: {summary}")
-    return {"runs": [str(d) for d in run_dirs], "summary": str(summary), "seconds": timings}
+    return {"runs": [str(d) for d in run_dirs], "seconds": timings}

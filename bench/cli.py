@@ -339,6 +339,77 @@ def data_info_cmd(name: str, as_json: bool) -> None:
             click.echo(f"  {line}")
 
 
+@cli.command("compare")
+@click.argument("baseline")
+@click.argument("new")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    help="Compare only these metrics (repeatable or comma-separated); default all.",
+)
+@click.option(
+    "--max-drop", type=float, default=None, help="Also fail when a metric worsens by more than X (its units)."
+)
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level of the paired test.")
+@click.option("--resamples", type=int, default=1000, show_default=True, help="Paired bootstrap resamples.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--correction",
+    type=click.Choice(["holm", "none"]),
+    default="holm",
+    show_default=True,
+    help="Multiple-testing correction over all metrics compared.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text", show_default=True)
+def compare_cmd(
+    baseline: str,
+    new: str,
+    metrics: tuple[str, ...],
+    max_drop: float | None,
+    alpha: float,
+    resamples: int,
+    seed: int,
+    correction: str,
+    fmt: str,
+) -> None:
+    """Regression gate: exit 0 if no metric of NEW is significantly worse than BASELINE (or worse by more
+    than --max-drop), 1 on a regression, 2 on unusable input (other data, missing tasks or metrics)."""
+    from bench import api
+
+    result = api.compare(
+        baseline,
+        new,
+        metrics=[m for value in metrics for m in _split(value)],
+        max_drop=max_drop,
+        alpha=alpha,
+        resamples=resamples,
+        seed=seed,
+        correction=correction,
+    )
+    click.echo(result.render(fmt))
+    if result.exit_code:
+        raise SystemExit(result.exit_code)
+
+
+@cli.command("leaderboard")
+@click.argument("runs_dirs", nargs=-1, required=True)
+@click.option("--output", required=True, help="Folder the static site is written to (SITE_DIR/index.html).")
+@click.option("--reported", is_flag=True, help="Add the papers' reported numbers beside the measured ones.")
+@click.option("--title", default="medvlbench leaderboard", show_default=True)
+@click.option(
+    "--include-samples",
+    is_flag=True,
+    help="Embed sample images and texts of non-synthetic (e.g. credentialed) datasets in the run reports.",
+)
+def leaderboard_cmd(runs_dirs: tuple[str, ...], output: str, reported: bool, title: str, include_samples: bool) -> None:
+    """Build the static HTML leaderboard from run folders (each RUNS_DIR holds runs or is one)."""
+    from leaderboard.site import build_site
+
+    index = build_site(list(runs_dirs), output, reported=reported, title=title, include_samples=include_samples)
+    click.echo(str(index))
+
+
 @cli.command("demo")
 @click.option("--output", default="runs", show_default=True)
 @click.option("--data-root", default=None)
@@ -350,11 +421,15 @@ def data_info_cmd(name: str, as_json: bool) -> None:
     help="Only these demo models (comma-separated), plus the models they start from; default all.",
 )
 def demo_cmd(output: str, data_root: str | None, bootstrap: int, device: str, models: str | None) -> None:
-    """Train the tiny reference models on synthcxr, run every synthcxr task, write a summary."""
+    """Train the tiny reference models on synthcxr, run every synthcxr task, write the leaderboard site."""
     from bench import api
+    from leaderboard.site import build_site
 
     chosen = _split(models) if models else None
-    _print_json(api.demo(output, data_root, bootstrap=bootstrap, device=device, models=chosen))
+    outcome = api.demo(output, data_root, bootstrap=bootstrap, device=device, models=chosen)
+    site = build_site([output], os.path.join(output, "site"), reported=True, title="medvlbench demo")
+    click.echo(f"leaderboard: {site}", err=True)
+    _print_json({**outcome, "site": str(site)})
 
 
 def main(argv: list[str] | None = None) -> int:

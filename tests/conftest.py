@@ -69,3 +69,71 @@ def trained_llava_rad(tmp_path_factory: pytest.TempPathFactory, trained_clip: Pa
             "batch_size": 32,
         },
     )
+
+
+def perturbed_checkpoint(src: Path, dst: Path, scale: float) -> Path:
+    """A copy of a checkpoint whose every weight tensor gets seeded Gaussian noise of ``scale`` times its own
+    standard deviation: about 0.002 moves the metrics at noise level, 0.3 degrades the model."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    weights = load_file(src / "model.safetensors")
+    gen = torch.Generator().manual_seed(0)
+    noisy = {
+        k: v + scale * v.float().std().nan_to_num() * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+        if v.is_floating_point() and v.numel() > 1
+        else v
+        for k, v in weights.items()
+    }
+    save_file(noisy, dst / "model.safetensors")
+    return dst
+
+
+# A model answer that would run script if it reached the page as HTML, and a run id that would too.
+XSS_ANSWER = (
+    'No acute findings. <script>document.title="PWNED"</script>'
+    "<img src=x onerror=\"document.body.setAttribute('data-pwned','answer')\">"
+)
+XSS_RUN_ID = "stub<img src=x onerror=\"document.body.setAttribute('data-pwned','run-id')\">"
+
+
+@pytest.fixture(scope="session")
+def bench_runs(trained_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Run folders written by the runner for the compare, report and leaderboard tests, all in one output folder
+    (``bench_runs["folder"]``): the trained clip-baseline on the two zero-shot tasks (``base``), the same with
+    noise-level weight noise (``noisy``) and with heavy weight noise (``degraded``), on the first 100 samples
+    only (``limited``), on retrieval and on 24 grounding phrases; an OpenAI-compatible stub answering every
+    generative request with markup (``generative``: VQA and label-set diagnosis, 12 samples); and VQA-RAD in
+    its official on-disk layout (``vqarad``, a dataset that is not synthetic)."""
+    from bench import api
+    from tests.openai_stub_server import StubServer
+    from tests.test_data_vqa import make_vqa_rad
+
+    folder = tmp_path_factory.mktemp("bench-runs")
+    output = folder / "runs"
+
+    def run(run_id: str, model: str, args: dict, tasks: list[str], **options) -> Path:
+        outcome = api.evaluate(
+            model, tasks, model_args=args, output=str(output), run_id=run_id, bootstrap=200, device="cpu",
+            progress=False, log=lambda m: None, **options,
+        )  # fmt: skip
+        return outcome.run_dir
+
+    clip = {"checkpoint": str(trained_clip)}
+    zero_shot = ["synthcxr_zs", "synthcxr_zs_5class"]
+    runs = {"folder": output, "base": run("clip-base", "clip-baseline", clip, zero_shot)}
+    for name, scale in (("noisy", 0.002), ("degraded", 0.3)):
+        ckpt = perturbed_checkpoint(trained_clip, folder / f"ckpt-{name}", scale)
+        runs[name] = run(f"clip-{name}", "clip-baseline", {"checkpoint": str(ckpt)}, zero_shot)
+    runs["limited"] = run("clip-limit100", "clip-baseline", clip, ["synthcxr_zs"], limit=100)
+    runs["retrieval"] = run("clip-retrieval", "clip-baseline", clip, ["synthcxr_retrieval"])
+    runs["grounding"] = run("clip-grounding", "clip-baseline", clip, ["synthcxr_grounding"], limit=24)
+    make_vqa_rad(folder / "data" / "vqa_rad")
+    with StubServer(responder=lambda received: XSS_ANSWER) as server:
+        stub = {"model": "stub", "base_url": server.base_url}
+        runs["generative"] = run(XSS_RUN_ID, "openai", stub, ["synthcxr_vqa", "synthcxr_diag"], limit=12)
+        runs["vqarad"] = run("stub-vqarad", "openai", stub, ["vqarad_vqa"], data_root=str(folder / "data"))
+    return runs

@@ -239,7 +239,7 @@ def test_sigkill_then_same_command_resumes_identically(trained_clip, tmp_path):
     ).read_text()
 
 
-def test_demo_reuses_checkpoint_and_writes_summary(trained_clip, tmp_path):
+def test_demo_reuses_checkpoint_and_ends_with_the_leaderboard(trained_clip, tmp_path):
     import shutil
 
     out = tmp_path / "runs"
@@ -251,9 +251,19 @@ def test_demo_reuses_checkpoint_and_writes_summary(trained_clip, tmp_path):
     assert len(info["runs"]) == 1
     data = _validate_run(Path(info["runs"][0]))
     assert set(data["tasks"]) == {"synthcxr_zs", "synthcxr_zs_5class", "synthcxr_retrieval", "synthcxr_grounding"}
-    html = (out / "index.html").read_text()
-    assert "synthcxr_zs" in html and "AUC" in html
+    # the demo ends by writing the leaderboard site over its runs, with the papers' reported rows, and says where
+    index = out / "site" / "index.html"
+    assert info["site"] == str(index) and f"leaderboard: {index}" in res.stderr.splitlines()[-1]
+    html = index.read_text()
+    for task in data["tasks"]:
+        table = json.loads((out / "site" / "tables" / f"{task}.json").read_text())
+        assert [(r["model"], r["run_id"]) for r in table["rows"]] == [("clip-baseline", data["run_id"])]
+        assert (
+            table["rows"][0][table["columns"][0]["key"]]
+            == data["tasks"][task]["metrics"][table["columns"][0]["key"]]["value"]
+        )
     assert f"{data['tasks']['synthcxr_zs']['metrics']['AUC']['value']:.4f}" in html
+    assert html.count('<span class="badge reported">reported</span>') > 300  # the papers' rows
 
 
 def test_demo_retrains_a_checkpoint_of_other_arguments_or_other_model_code(trained_clip, tmp_path):

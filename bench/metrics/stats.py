@@ -30,6 +30,7 @@ from bench.metrics.unavailable import MetricUnavailable
 
 __all__ = [
     "AdditiveMetric",
+    "DefinedMean",
     "MetricUnavailable",
     "PairedComparison",
     "additive_bootstrap_ci",
@@ -43,6 +44,7 @@ __all__ = [
     "iter_bootstrap_weights",
     "paired_bootstrap",
     "paired_bootstrap_statistic",
+    "paired_bootstrap_statistics",
     "percentile_interval",
     "summarise_seeds",
 ]
@@ -69,6 +71,27 @@ class AdditiveMetric(Protocol):
 
 def is_additive(obj: Any) -> bool:
     return callable(getattr(obj, "stats", None)) and callable(getattr(obj, "aggregate", None))
+
+
+class DefinedMean:
+    """Additive form of "the mean of the per-sample values that are defined" (NaN = undefined, left out).
+
+    Statistics per sample are ``[value or 0, 1 if defined else 0]``; a resample's value is the ratio of their
+    weighted sums, which equals ``nanmean`` of the resampled values (NaN when none is defined).
+    """
+
+    @staticmethod
+    def statistics(values: Sequence[float | None]) -> np.ndarray:
+        v = np.array([np.nan if x is None else x for x in values], dtype=np.float64)
+        ok = np.isfinite(v)
+        return np.stack([np.where(ok, v, 0.0), ok.astype(np.float64)], axis=1)
+
+    def aggregate(self, totals: np.ndarray, n: int) -> Any:
+        totals = np.asarray(totals, dtype=np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(
+                totals[..., 1] > 0, totals[..., 0] / np.where(totals[..., 1] > 0, totals[..., 1], 1), np.nan
+            )
 
 
 # --------------------------------------------------------------------------- resampling
@@ -331,6 +354,41 @@ def paired_bootstrap_statistic(
         [statistic_a(idx) - statistic_b(idx) for idx in bootstrap_indices(n, resamples, seed)], dtype=float
     )
     return _paired_summary(value_a, value_b, diffs, n, resamples, level)
+
+
+def paired_bootstrap_statistics(
+    statistics_a: Callable[[np.ndarray], Mapping[str, float | None]],
+    statistics_b: Callable[[np.ndarray], Mapping[str, float | None]],
+    names: Sequence[str],
+    n: int,
+    resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, PairedComparison]:
+    """:func:`paired_bootstrap_statistic` for several metrics computed together: ``statistics_x(indices)``
+    returns run x's ``{name: value}`` on the samples ``indices`` (a scorer that computes all of a task's
+    metrics at once is called once per resample and run). The draws are those of
+    :func:`paired_bootstrap_statistic`, so each metric's result equals that function's for it alone."""
+
+    def values(stats: Mapping[str, float | None]) -> np.ndarray:
+        return np.array([np.nan if stats.get(k) is None else float(stats[k]) for k in names], dtype=float)
+
+    everything = np.arange(n)
+    full_a, full_b = values(statistics_a(everything)), values(statistics_b(everything))
+    if resamples <= 0 or n == 0:
+        diffs = np.zeros((0, len(names)))
+    else:
+        diffs = np.array(
+            [values(statistics_a(idx)) - values(statistics_b(idx)) for idx in bootstrap_indices(n, resamples, seed)]
+        ).reshape(-1, len(names))
+    out = {}
+    for j, name in enumerate(names):
+        if diffs.shape[0] == 0:
+            a, b = float(full_a[j]), float(full_b[j])
+            out[name] = PairedComparison(a, b, a - b, None, None, None, n, max(resamples, 0))
+        else:
+            out[name] = _paired_summary(float(full_a[j]), float(full_b[j]), diffs[:, j], n, resamples, level)
+    return out
 
 
 def align_by_id(ids_a: Sequence[str], ids_b: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Many results and the papers' reported numbers → a static HTML leaderboard (see leaderboard/site.py)."""
