@@ -10,7 +10,7 @@ demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/bench demo
 
 test: $(VENV)/.installed-dev
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=25
 
 # Regenerates docs/leaderboard.png: the browser test's screenshot of a site built from test runs (needs chromium).
 docs-screenshot: $(VENV)/.installed-dev

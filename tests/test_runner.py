@@ -294,6 +294,8 @@ def test_demo_plan_keeps_dependency_order_and_closes_over_references():
     assert [s.model for s in api.demo_plan(reg, ["llava-radz"])] == ["clip-baseline", "llava-rad", "llava-radz"]
     assert [s.model for s in api.demo_plan(reg, ["meddr-rag"])] == ["clip-baseline", "meddr-rag"]
     assert [s.model for s in api.demo_plan(reg, ["lgdea"])] == ["clip-baseline", "lgdea"]
+    tasks = api.demo_tasks("clip-baseline", reg)
+    assert "synthcxr_zs" in tasks and not [t for t in tasks if "_ft_" in t]  # fine-tuning: minutes, left out
     with pytest.raises(BenchError, match="no demo step for nope"):
         api.demo_plan(reg, ["nope"])
     with pytest.raises(BenchError, match="not trained earlier"):
