@@ -133,7 +133,6 @@ def test_site_is_well_formed_static_html(site):
     assert {f"b-{t}" for t in tables} <= index.ids
     # registered tasks without results are listed in their tab
     assert "<code>synthcxr_ft_1pct</code> (synthcxr): " in html  # implemented, no run here
-    assert "<code>rsna_linear_probe</code> (rsna_pneumonia) — protocol not implemented yet" in html
 
 
 def test_tables_rank_flag_and_export_the_results(site, bench_runs):
