@@ -11,9 +11,10 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import os
+import random
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -172,3 +173,52 @@ __all__ = [
     "retry_after_seconds",
     "retryable_status",
 ]
+
+
+class RetryableError(Exception):
+    """One failed attempt that may succeed when repeated."""
+
+    def __init__(self, reason: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason  # "429", "5xx", "timeout", "connection", "malformed", ...
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+def call_with_retries(
+    attempt: Callable[..., Any],
+    *args: Any,
+    max_retries: int,
+    backoff: float,
+    max_backoff: float,
+    max_wait: float,
+    on_retry: Callable[[BaseException | None, int, float], None],
+) -> Any:
+    """``attempt(*args)``, repeated on :class:`RetryableError` up to ``max_retries`` more times (tenacity).
+
+    The wait before retry ``n`` honours the server's ``Retry-After`` (capped at ``max_wait``), else is a
+    full-jitter exponential backoff ``uniform(0, min(max_backoff, backoff * 2**(n-1)))``. ``on_retry(exc,
+    attempt_number, delay)`` is called before each sleep. The last RetryableError is re-raised.
+    """
+    from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if not isinstance(exc, RetryableError):
+            return backoff
+        if exc.retry_after is not None:
+            return min(exc.retry_after, max_wait)
+        return random.uniform(0.0, min(max_backoff, backoff * 2 ** (state.attempt_number - 1)))
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        on_retry(exc, state.attempt_number, state.next_action.sleep if state.next_action else 0.0)
+
+    retrying = Retrying(
+        stop=stop_after_attempt(max_retries + 1),
+        wait=wait,
+        retry=retry_if_exception_type(RetryableError),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(attempt, *args)

@@ -371,6 +371,13 @@ class Task:
     def name(self) -> str:
         return self.spec.name
 
+    def options_over(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """The spec's options over the protocol's ``defaults``; an option the protocol does not know is refused."""
+        unknown = set(self.spec.options) - set(defaults)
+        if unknown:
+            raise BenchError(f"task {self.spec.name}: unknown option(s) {sorted(unknown)}; valid: {sorted(defaults)}")
+        return {**defaults, **self.spec.options}
+
     #: Other splits of the task's dataset the protocol learns from (e.g. ``("train", "val")`` for fine-tuning).
     #: The runner loads them with the task's dataset options and passes them to :meth:`use_splits` before
     #: ``predict``; ``--limit`` applies to the evaluated split only.

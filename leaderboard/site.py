@@ -23,7 +23,7 @@ from leaderboard import plots
 from leaderboard.board import Benchmark, build_benchmarks, find_runs, tabs_of
 from leaderboard.reported import PAPERS, load_reported
 from reports.io import atomic_write_text
-from reports.run_report import PUBLIC, copy_assets, format_number, render_run_report
+from reports.run_report import PUBLIC, copy_assets, html_environment, render_run_report
 
 
 def slug(text: str) -> str:
@@ -40,14 +40,7 @@ def format_parameters(n: Any) -> str:
 
 
 def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("leaderboard", "templates"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["num"] = format_number
+    env = html_environment("leaderboard")
     env.filters["params"] = format_parameters
     return env
 

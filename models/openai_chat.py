@@ -29,7 +29,6 @@ import base64
 import io
 import json
 import logging
-import random
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.endpoint import (
+    RetryableError,
     api_key_from_env,
+    call_with_retries,
     coerce_option,
     is_loopback,
     parse_endpoint,
@@ -240,16 +241,6 @@ def completion_text(raw: bytes) -> str:
     raise ValueError("choices[0].message.content is neither text nor a list of parts")
 
 
-class RetryableError(Exception):
-    """One failed attempt that may succeed when repeated."""
-
-    def __init__(self, reason: str, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason  # "429", "5xx", "timeout", "connection", "malformed", ...
-        self.detail = detail
-        self.retry_after = retry_after
-
-
 # --------------------------------------------------------------------------- the adapter
 
 
@@ -349,44 +340,31 @@ class OpenAIChat(ModelAdapter):
         except ValueError as exc:
             raise RetryableError("malformed", f"malformed response body: {exc}") from None
 
-    def _wait_seconds(self, exc: RetryableError, attempt: int) -> float:
-        s = self.settings
-        if exc.retry_after is not None:
-            return min(exc.retry_after, s.max_wait)
-        return random.uniform(0.0, min(s.max_backoff, s.backoff * 2 ** (attempt - 1)))  # full jitter
-
     def complete(self, request: GenerationRequest) -> str:
         """One request, with retries; BenchError when it cannot succeed."""
-        from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
-
         s = self.settings
         body = json.dumps(request_body(s, request)).encode()
 
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            return self._wait_seconds(exc, state.attempt_number) if isinstance(exc, RetryableError) else s.backoff
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
+        def on_retry(exc: BaseException | None, attempt: int, delay: float) -> None:
             reason = exc.reason if isinstance(exc, RetryableError) else "error"
             self._count("retries", f"retry:{reason}")
-            delay = state.next_action.sleep if state.next_action else 0.0
             log.warning(
                 self._redact(
                     f"openai: {s.host}: {exc} (sample {request.sample_id or '?'}); "
-                    f"retry {state.attempt_number}/{s.max_retries} in {delay:.2f} s"
+                    f"retry {attempt}/{s.max_retries} in {delay:.2f} s"
                 )
             )
 
-        retrying = Retrying(
-            stop=stop_after_attempt(s.max_retries + 1),
-            wait=wait,
-            retry=retry_if_exception_type(RetryableError),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
         try:
-            text = retrying(self._attempt, body)
+            text = call_with_retries(
+                self._attempt,
+                body,
+                max_retries=s.max_retries,
+                backoff=s.backoff,
+                max_backoff=s.max_backoff,
+                max_wait=s.max_wait,
+                on_retry=on_retry,
+            )
         except RetryableError as exc:
             self._count("failures")
             raise BenchError(

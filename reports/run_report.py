@@ -42,15 +42,22 @@ def format_number(value: Any) -> str:
     return f"{value:.1f}" if size >= 100 else f"{value:.2f}" if size >= 10 else f"{value:.4f}"
 
 
-def environment() -> jinja2.Environment:
+def html_environment(package: str) -> jinja2.Environment:
+    """The jinja2 environment of a package's HTML templates: autoescaping on, undefined names an error, the
+    ``num`` filter. Shared by the run report and the leaderboard."""
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("reports", "templates"),
+        loader=jinja2.PackageLoader(package, "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
     env.filters["num"] = format_number
+    return env
+
+
+def environment() -> jinja2.Environment:
+    env = html_environment("reports")
     env.globals["zip"] = zip
     env.filters["pretty"] = lambda obj: json.dumps(obj, indent=2, ensure_ascii=False, default=str)
     return env

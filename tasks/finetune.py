@@ -93,10 +93,7 @@ class FineTuneClassification(Task):
 
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        unknown = set(spec.options) - set(DEFAULTS)
-        if unknown:
-            raise BenchError(f"task {spec.name}: unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-        self.opts = {**DEFAULTS, **spec.options}
+        self.opts = self.options_over(DEFAULTS)
         self.classes: list[str] = list(self.opts["classes"])
         if not self.classes:
             raise BenchError(f"task {spec.name}: option 'classes' is empty")

@@ -135,10 +135,7 @@ def parse_label_list(answer: str, classes: Sequence[str]) -> tuple[list[str], di
 class GenerativeClassification(Task):
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        unknown = set(spec.options) - set(DEFAULTS)
-        if unknown:
-            raise BenchError(f"task {spec.name}: unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-        self.opts = {**DEFAULTS, **spec.options}
+        self.opts = self.options_over(DEFAULTS)
         self.classes: list[str] = list(self.opts["classes"])
         if len(self.classes) < 2:
             raise BenchError(f"task {spec.name}: option 'classes' needs at least two candidates")

@@ -79,10 +79,7 @@ def canonical_phrase(sample: Sample, finding: str) -> str:
 class PhraseGrounding(Task):
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        unknown = set(spec.options) - set(DEFAULTS)
-        if unknown:
-            raise BenchError(f"task {spec.name}: unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-        self.opts = {**DEFAULTS, **spec.options}
+        self.opts = self.options_over(DEFAULTS)
         if self.opts["phrase_source"] not in ("report", "canonical"):
             raise BenchError(f"task {spec.name}: phrase_source must be 'report' or 'canonical'")
         if self.opts["uncertain"] not in ("exclude", "include"):

@@ -36,10 +36,7 @@ def _clean(text: str | None) -> str:
 class ReportGeneration(Task):
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        unknown = set(spec.options) - set(DEFAULTS)
-        if unknown:
-            raise BenchError(f"task {spec.name}: unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-        self.opts = {**DEFAULTS, **spec.options}
+        self.opts = self.options_over(DEFAULTS)
         if self.opts["context"] not in CONTEXTS:
             raise BenchError(f"task {spec.name}: option context must be one of {', '.join(CONTEXTS)}")
         if self.opts["images"] not in ("first", "all"):

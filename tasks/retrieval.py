@@ -31,10 +31,7 @@ DEFAULTS: dict[str, Any] = {
 class ImageTextRetrieval(Task):
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        unknown = set(spec.options) - set(DEFAULTS)
-        if unknown:
-            raise BenchError(f"task {spec.name}: unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-        self.opts = {**DEFAULTS, **spec.options}
+        self.opts = self.options_over(DEFAULTS)
         self.classes = list(self.opts["classes"])
 
     def config(self) -> dict[str, Any]:

@@ -72,10 +72,7 @@ def _rater_reference(sample: Sample) -> dict[str, Any]:
 class RexvalAgreement(Task):
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        unknown = set(spec.options) - set(DEFAULTS)
-        if unknown:
-            raise BenchError(f"task {spec.name}: unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-        self.opts = {**DEFAULTS, **spec.options}
+        self.opts = self.options_over(DEFAULTS)
         self.judge_stats: dict[str, Any] = {}
 
     def config(self) -> dict[str, Any]:

@@ -30,10 +30,7 @@ def _image_input(sample: Sample) -> list[str]:
 class VisualQuestionAnswering(Task):
     def __init__(self, spec: TaskSpec) -> None:
         super().__init__(spec)
-        unknown = set(spec.options) - set(DEFAULTS)
-        if unknown:
-            raise BenchError(f"task {spec.name}: unknown option(s) {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-        self.opts = {**DEFAULTS, **spec.options}
+        self.opts = self.options_over(DEFAULTS)
         if self.opts["images"] not in ("all", "first"):
             raise BenchError(f"task {spec.name}: option images must be 'all' or 'first'")
         self.skipped = 0

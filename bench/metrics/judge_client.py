@@ -22,7 +22,6 @@ OpenAI-compatible server (vLLM, llama.cpp server, Ollama, SGLang, the OpenAI API
 from __future__ import annotations
 
 import logging
-import random
 import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,9 @@ from typing import Any
 
 from bench.endpoint import (
     Endpoint,
+    RetryableError,
     api_key_from_env,
+    call_with_retries,
     coerce_option,
     parse_endpoint,
     retry_after_seconds,
@@ -184,14 +185,6 @@ class Reply:
     error: str | None = None
 
 
-class RetryableError(Exception):
-    def __init__(self, reason: str, detail: str, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.retry_after = retry_after
-
-
 def _message_of(exc: Any) -> str:
     body = getattr(exc, "body", None)
     msg = None
@@ -288,42 +281,27 @@ class OpenAIJudgeClient:
             completion_tokens=getattr(usage, "completion_tokens", None),
         )
 
-    def _wait(self, exc: RetryableError, attempt: int) -> float:
-        c = self.config
-        if exc.retry_after is not None:
-            return min(exc.retry_after, c.max_wait)
-        return random.uniform(0.0, min(c.max_backoff, c.backoff * 2 ** (attempt - 1)))  # full jitter
-
     def complete(self, messages: Sequence[Mapping[str, str]]) -> Reply:
         """One completion with retries; a Reply with ``error`` when every attempt failed."""
-        from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
-
         c = self.config
 
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            return self._wait(exc, state.attempt_number) if isinstance(exc, RetryableError) else c.backoff
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
+        def on_retry(exc: BaseException | None, attempt: int, delay: float) -> None:
             reason = exc.reason if isinstance(exc, RetryableError) else "error"
             self._count("retries", f"retry:{reason}")
-            delay = state.next_action.sleep if state.next_action else 0.0
             log.warning(
-                self._redact(
-                    f"{WHO}: {c.endpoint.host}: {exc}; retry {state.attempt_number}/{c.max_retries} in {delay:.2f} s"
-                )
+                self._redact(f"{WHO}: {c.endpoint.host}: {exc}; retry {attempt}/{c.max_retries} in {delay:.2f} s")
             )
 
-        retrying = Retrying(
-            stop=stop_after_attempt(c.max_retries + 1),
-            wait=wait,
-            retry=retry_if_exception_type(RetryableError),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
         try:
-            return retrying(self._attempt, messages)
+            return call_with_retries(
+                self._attempt,
+                messages,
+                max_retries=c.max_retries,
+                backoff=c.backoff,
+                max_backoff=c.max_backoff,
+                max_wait=c.max_wait,
+                on_retry=on_retry,
+            )
         except RetryableError as exc:
             self._count("failed_requests")
             if exc.reason == "connection":
