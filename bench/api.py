@@ -352,13 +352,14 @@ def trained_checkpoint(directory: Path) -> Mapping[str, Any] | None:
 
 
 def demo_tasks(model: str, reg: Registry | None = None) -> list[str]:
-    """Every implemented synthcxr task the model's capabilities support."""
+    """Every implemented synthcxr task the model's capabilities support, except fine-tuning (a classifier
+    trained per task and seed, run on its own: ``bench run … --task synthcxr_ft_1pct,…``)."""
     reg = reg or registry()
     caps = reg.models[model].capabilities
     return [
         name
         for name, t in sorted(reg.tasks.items())
-        if t.dataset == "synthcxr" and t.factory is not None and t.requires <= caps
+        if t.dataset == "synthcxr" and t.factory is not None and t.requires <= caps and t.protocol != "finetune"
     ]
 
 

@@ -30,7 +30,7 @@ th:first-child,td:first-child{text-align:left}caption{text-align:left;font-weigh
 <tr><th>run</th><th>model</th><th>n</th>{% for m in rows[0].metric_names %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for r in rows %}<tr><td>{{ r.run_id }}{% if not r.comparable %} <span class="flag">(not comparable: {{ r.flags|join(", ") }})</span>{% endif %}</td>
 <td>{{ r.model }}</td><td>{{ r.n }}</td>
-{% for m in rows[0].metric_names %}{% set v = r.metrics.get(m) %}<td>{% if v and v.value is not none %}{{ "%.4f"|format(v.value) }}{% if v.sd is not none and v.seeds and v.seeds|length > 1 %} ± {{ "%.4f"|format(v.sd) }} <span class="ci">({{ v.seeds|length }} seeds)</span>{% endif %}{% if v.ci95[0] is not none %} <span class="ci">[{{ "%.4f"|format(v.ci95[0]) }}, {{ "%.4f"|format(v.ci95[1]) }}]</span>{% endif %}{% else %}–{% endif %}</td>{% endfor %}
+{% for m in rows[0].metric_names %}{% set v = r.metrics.get(m) %}<td>{% if v and v.value is not none %}{{ "%.4f"|format(v.value) }}{% if v.get("sd") is not none and (v.get("seeds") or {})|length > 1 %} ± {{ "%.4f"|format(v.sd) }} <span class="ci">({{ v.seeds|length }} seeds)</span>{% endif %}{% if v.ci95[0] is not none %} <span class="ci">[{{ "%.4f"|format(v.ci95[0]) }}, {{ "%.4f"|format(v.ci95[1]) }}]</span>{% endif %}{% else %}–{% endif %}</td>{% endfor %}
 </tr>{% endfor %}
 </table>
 {% endfor %}

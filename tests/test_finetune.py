@@ -22,6 +22,7 @@ from bench.interfaces import BenchError, Sample, resolve
 from bench.plugins import registry
 from bench.runner import dataset_fingerprint
 from reports.io import read_results
+from reports.summary import write_summary
 from tasks.catalog import SYNTH_FINDINGS
 from tasks.finetune_train import Hyper, reinitialise, train_full
 from tests.conftest import run_bench
@@ -172,6 +173,10 @@ def test_linear_probe_beats_scratch_fractions_rank_and_features_are_cached(train
     everything = [s.image.key for s in synth["train"] + synth["val"] + synth["test"][:200]]
     with PredictionCache(cache) as store:
         assert len(store.get_many([(fp, "embed", key, "features:backbone") for key in everything])) == len(everything)
+
+    # the HTML summary shows mean ± sd too
+    html = (write_summary(tmp_path / "runs")).read_text()
+    assert f"{auc['synthcxr_ft_1pct']['value']:.4f} ± {auc['synthcxr_ft_1pct']['sd']:.4f}" in html
 
     # rescoring the samples file without the model gives the same numbers
     samples = Path(printed["run_dir"]) / got["synthcxr_ft_1pct"]["samples_file"]
