@@ -95,6 +95,13 @@ def test_data_that_cannot_support_a_class_is_refused(synth):
         next(task_for("synthcxr_ft_1pct").predict(None, synth["test"], 8))  # type: ignore[arg-type]
 
 
+def test_scoring_records_without_seeds_is_refused(tmp_path):
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": "a", "prediction": {"Edema": 0.4}, "reference": {"Edema": 1}}) + "\n")
+    with pytest.raises(BenchError, match="keyed by training seed"):
+        api.score(plain, task="synthcxr_ft_1pct", bootstrap=0)
+
+
 def test_fingerprint_changes_with_the_chosen_ids(synth):
     selections = []
     for seeds, fraction in (((0,), 0.01), ((1,), 0.01), ((0,), 0.1)):
