@@ -163,7 +163,7 @@ def run_cmd(**kw: Any) -> None:
 
     tasks = outcome.results["tasks"]
     values = {name: {m: v["value"] for m, v in t["metrics"].items()} for name, t in tasks.items()}
-    # the same as text: mean ± sd over seeds for the fine-tuning tasks
+    # each metric as text too: "mean ± sd (k seeds)" for a metric averaged over training seeds (fine-tuning)
     text = {name: {m: metric_text(v) for m, v in t["metrics"].items()} for name, t in tasks.items()}
     printed: dict[str, Any] = {"run_dir": str(outcome.run_dir), "metrics": values, "summary": text}
     judged = {name: t["judge"] for name, t in tasks.items() if "judge" in t}

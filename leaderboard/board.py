@@ -57,6 +57,8 @@ class Cell:
     high: float | None = None
     note: str = ""
     rank: int | None = None  # 1: best, 2: second
+    sd: float | None = None  # sample standard deviation over training seeds (fine-tuning), with their count
+    n_seeds: int = 0
 
 
 @dataclass
@@ -163,6 +165,9 @@ def _measured_row(run_dir: Path, res: Mapping[str, Any], task: str, expected: It
     for name, m in t["metrics"].items():
         ci = m.get("ci95") or [None, None]
         row.cells[name] = Cell(m.get("value"), ci[0], ci[1], m.get("unavailable", ""))
+        seeds = m.get("seeds") or {}
+        if isinstance(m.get("sd"), (int, float)) and len(seeds) > 1:
+            row.cells[name].sd, row.cells[name].n_seeds = float(m["sd"]), len(seeds)
         if name == "AUC" and isinstance(m.get("per_class"), Mapping):
             row.per_class_auc = dict(m["per_class"])
         per_category = m.get("per_category") if name == GROUNDING_CATEGORY_METRIC else None

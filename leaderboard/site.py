@@ -79,6 +79,7 @@ def table_records(bench: Benchmark) -> list[dict[str, Any]]:
             rec[col.key] = cell.value if cell else None
             rec[f"{col.key} ci95 low"] = cell.low if cell else None
             rec[f"{col.key} ci95 high"] = cell.high if cell else None
+            rec[f"{col.key} sd over seeds"] = cell.sd if cell else None
         out.append(rec)
     return out
 

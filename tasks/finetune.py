@@ -30,6 +30,7 @@ probabilities and validation thresholds, so ``bench score --task`` rescores with
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,15 @@ DEFAULTS: dict[str, Any] = {
 METRICS = ("AUC", "F1-val-threshold", "ACC-val-threshold", "F1-optimistic", "ACC-optimistic")
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """The images a trained head is selected on (val, with its targets) and scored on (test)."""
+
+    val: list[ImageRef]
+    test: list[ImageRef]
+    y_val: np.ndarray
+
+
 class FineTuneClassification(Task):
     extra_splits = ("train", "val")
 
@@ -137,9 +147,7 @@ class FineTuneClassification(Task):
             missing = [s.id for s in samples if not s.images]
             if missing:
                 raise BenchError(f"{where}: {len(missing)} {name} sample(s) have no image (e.g. {missing[0]!r})")
-        self._check_classes(
-            self.labels(train), f"{where}: the full train split ({len(train)} samples)", "cannot support"
-        )
+        self._check_classes(self.labels(train), f"{where}: the full train split ({len(train)} samples)", whole=True)
         y_val = self.labels(val)
         if not any(0 < y_val[:, c].sum() < len(val) for c in range(len(self.classes))):
             raise BenchError(
@@ -158,17 +166,18 @@ class FineTuneClassification(Task):
             self._subsets[seed] = subset
         self._splits = {"train": train, "val": val}
 
-    def _check_classes(self, y: np.ndarray, what: str, verb: str = "lacks examples") -> None:
+    def _check_classes(self, y: np.ndarray, what: str, whole: bool = False) -> None:
+        """Every class needs a positive and a negative training example."""
         bad = []
         for c, name in enumerate(self.classes):
             pos = int(y[:, c].sum())
             if pos == 0 or pos == y.shape[0]:
                 bad.append(f"{name} ({'no positive' if pos == 0 else 'no negative'} example)")
         if bad:
-            tail = "a classifier cannot be trained for a class with one label value"
-            if verb == "cannot support":
-                raise BenchError(f"{what} cannot support fine-tuning: {', '.join(bad)}; {tail}")
-            raise BenchError(f"{what} lacks {', '.join(bad)}; {tail}")
+            problem = "cannot support fine-tuning" if whole else "lacks examples of"
+            raise BenchError(
+                f"{what} {problem}: {', '.join(bad)}; a classifier cannot be trained for a class with one label value"
+            )
 
     def data_selection(self) -> dict[str, Any]:
         if self._splits is None:
@@ -208,55 +217,67 @@ class FineTuneClassification(Task):
         parts = [cached(chunk, name, compute) if cached else compute(chunk) for chunk in batched(images, batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
-    def predict(self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int) -> Iterator[dict[str, Any]]:
-        from tasks.finetune_train import train_full, train_linear_probe
+    def _linear_probe(
+        self, model: Any, seed: int, subset: list[Sample], ev: Evaluation, batch_size: int, held: dict[Any, Any]
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Validation and test probabilities of a linear head on frozen features, and the training outcome.
+        ``held`` keeps the built backbones and the val/test features across seeds (one backbone per seed for
+        Scratch, dropped after it)."""
+        from tasks.finetune_train import train_linear_probe
 
+        name = self._features_name(seed)
+        modules = held.setdefault("modules", {})
+        for split, split_images in (("val", ev.val), ("test", ev.test)):
+            if (name, split) not in held:
+                held[(name, split)] = self._features(model, split_images, seed, batch_size, modules)
+        x_train = self._features(model, [s.image for s in subset], seed, batch_size, modules)
+        x_val, x_test = held[(name, "val")], held[(name, "test")]
+        head, outcome = train_linear_probe(x_train, self.labels(subset), x_val, ev.y_val, self.hyper, seed)
+        if self.opts["init"] == "scratch":
+            for key in (name, (name, "val"), (name, "test")):
+                (modules if key == name else held).pop(key, None)
+        return head(x_val), head(x_test), outcome
+
+    def _fine_tune(
+        self, model: Any, seed: int, subset: list[Sample], ev: Evaluation, batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
+        """Validation and test probabilities of a fresh copy of the backbone (re-drawn for Scratch) trained end
+        to end with a new head, and the training outcome."""
+        from tasks.finetune_train import reinitialise, train_full
+
+        backbone, dim = model.image_backbone()
+        if self.opts["init"] == "scratch":
+            reinitialise(backbone, seed)
+        predict, outcome = train_full(
+            backbone, dim, model.preprocess, [s.image for s in subset], self.labels(subset), ev.val, ev.y_val,
+            self.hyper, seed, batch_size,
+        )  # fmt: skip
+        return predict(ev.val), predict(ev.test), outcome
+
+    def predict(self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int) -> Iterator[dict[str, Any]]:
         if self._splits is None:
             raise BenchError(f"task {self.name} needs its train and val splits (use_splits) before predict")
         val = self._splits["val"]
         y_val = self.labels(val)
-        test_images = [s.image for s in samples]
-        val_images = [s.image for s in val]
+        ev = Evaluation([s.image for s in val], [s.image for s in samples], y_val)
         probs: dict[int, np.ndarray] = {}
         thresholds: dict[int, np.ndarray] = {}
-        modules: dict[str, Any] = {}
-        held: dict[tuple[str, str], np.ndarray] = {}  # val/test features of one backbone, for every seed
+        held: dict[Any, Any] = {}
         self._runs = []
         for seed in self.seeds:
             subset = self._subsets[seed]
-            y_train = self.labels(subset)
             if self.opts["mode"] == "linear":
-                name = self._features_name(seed)
-                for split, images in (("val", val_images), ("test", test_images)):
-                    if (name, split) not in held:
-                        held[(name, split)] = self._features(model, images, seed, batch_size, modules)
-                x_train = self._features(model, [s.image for s in subset], seed, batch_size, modules)
-                head, outcome = train_linear_probe(x_train, y_train, held[(name, "val")], y_val, self.hyper, seed)
-                p_val, p_test = head(held[(name, "val")]), head(held[(name, "test")])
-                if self.opts["init"] == "scratch":  # one random backbone per seed
-                    modules.pop(name, None)
-                    held.pop((name, "val"))
-                    held.pop((name, "test"))
+                p_val, p_test, outcome = self._linear_probe(model, seed, subset, ev, batch_size, held)
             else:
-                backbone, dim = model.image_backbone()
-                if self.opts["init"] == "scratch":
-                    from tasks.finetune_train import reinitialise
-
-                    reinitialise(backbone, seed)
-                train_images = [s.image for s in subset]
-                predict, outcome = train_full(
-                    backbone, dim, model.preprocess, train_images, y_train, val_images, y_val, self.hyper, seed,
-                    batch_size,
-                )  # fmt: skip
-                p_val, p_test = predict(val_images), predict(test_images)
-                del backbone, predict
+                p_val, p_test, outcome = self._fine_tune(model, seed, subset, ev, batch_size)
             probs[seed] = p_test
             thresholds[seed] = validation_thresholds(y_val, p_val)
+            positives = self.labels(subset).sum(axis=0)
             self._runs.append(
                 {
                     "seed": seed,
                     "train_samples": len(subset),
-                    "train_positives": {c: int(v) for c, v in zip(self.classes, y_train.sum(axis=0), strict=True)},
+                    "train_positives": {c: int(v) for c, v in zip(self.classes, positives, strict=True)},
                     "subset_ids_hash": ids_hash(s.id for s in subset),
                     **outcome.to_json(),
                 }

@@ -21,6 +21,7 @@ from bench.data import siim_acr as siim
 from bench.interfaces import BenchError, Sample, resolve
 from bench.plugins import registry
 from bench.runner import dataset_fingerprint
+from leaderboard.site import build_site
 from reports.io import read_results
 from tasks.catalog import SYNTH_FINDINGS
 from tasks.finetune_train import Hyper, reinitialise, train_full
@@ -92,6 +93,13 @@ def test_data_that_cannot_support_a_class_is_refused(synth):
         task_for("synthcxr_ft_1pct").use_splits({"train": synth["train"], "val": no_finding})
     with pytest.raises(BenchError, match="needs its train and val splits"):
         next(task_for("synthcxr_ft_1pct").predict(None, synth["test"], 8))  # type: ignore[arg-type]
+
+
+def test_scoring_records_without_seeds_is_refused(tmp_path):
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text(json.dumps({"id": "a", "prediction": {"Edema": 0.4}, "reference": {"Edema": 1}}) + "\n")
+    with pytest.raises(BenchError, match="keyed by training seed"):
+        api.score(plain, task="synthcxr_ft_1pct", bootstrap=0)
 
 
 def test_fingerprint_changes_with_the_chosen_ids(synth):
@@ -172,6 +180,13 @@ def test_linear_probe_beats_scratch_fractions_rank_and_features_are_cached(train
     everything = [s.image.key for s in synth["train"] + synth["val"] + synth["test"][:200]]
     with PredictionCache(cache) as store:
         assert len(store.get_many([(fp, "embed", key, "features:backbone") for key in everything])) == len(everything)
+
+    # the leaderboard shows mean ± sd over seeds, and exports the sd
+    index = build_site([tmp_path / "runs"], tmp_path / "site")
+    one = auc["synthcxr_ft_1pct"]
+    assert f"{one['value']:.4f}" in index.read_text() and f" ± {one['sd']:.4f}</span>" in index.read_text()
+    table = json.loads((tmp_path / "site" / "tables" / "synthcxr_ft_1pct.json").read_text())
+    assert table["rows"][0]["AUC sd over seeds"] == pytest.approx(one["sd"])
 
     # rescoring the samples file without the model gives the same numbers
     samples = Path(printed["run_dir"]) / got["synthcxr_ft_1pct"]["samples_file"]
