@@ -5,7 +5,8 @@ variant's ``--train-args`` and evaluated on the model's synthcxr tasks (test spl
 table per model (variant, training seconds, metrics) and writes every number to ``--json``. Checkpoints go
 under ``--work`` and a finished one is reused, so an interrupted run resumes.
 
-    python benchmarks/ablations.py --model lgdea [--variants full,use_rec=false] [--work DIR] [--json FILE]
+    python benchmarks/ablations.py --model lgdea [--init CLIP_CKPT] [--variants full,use_rec=false]
+        [--work DIR] [--json FILE]
     python benchmarks/ablations.py --model llava-radz --base LLAVA_RAD_CKPT
     python benchmarks/ablations.py --model llava-rad --encoder CLIP_CKPT
 
@@ -71,6 +72,9 @@ def main() -> None:
     parser.add_argument("--variants", default=None, help="comma-separated variant names (default: all)")
     parser.add_argument("--base", default=None, help="llava-radz: the trained llava-rad checkpoint (base=DIR)")
     parser.add_argument("--encoder", default=None, help="llava-rad: the trained clip-baseline checkpoint")
+    parser.add_argument(
+        "--init", default=None, help="lgdea: start from this trained clip-baseline, for the demo's epochs (init=DIR)"
+    )
     parser.add_argument("--work", default="runs/ablations", help="checkpoints and runs")
     parser.add_argument("--json", default=None, help="write the numbers here")
     args = parser.parse_args()
@@ -86,6 +90,9 @@ def main() -> None:
         depends["base"] = args.base
     if args.model == "llava-rad" and args.encoder:
         depends["encoder"] = args.encoder
+    if args.model == "lgdea" and args.init:
+        demo_step = next(s for s in api.DEMO_PLAN if s.model == "lgdea")
+        depends.update({k: v for k, v in demo_step.train_args.items() if k != "init"}, init=args.init)
     work = Path(args.work) / args.model
     rows = []
     for name in chosen:

@@ -389,6 +389,23 @@ def mse(model, batch):
     return torch.nn.functional.mse_loss(model(xb), yb)
 
 
+def test_length_grouped_batches_cover_samples_once_and_cut_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(10, 80, size=203).tolist()
+    batches = trainer.length_grouped_batches(lengths, 8, torch.Generator().manual_seed(1), window=4)
+    flat = [i for b in batches for i in b]
+    assert len(batches) == 203 // 8 and all(len(b) == 8 for b in batches) and len(set(flat)) == len(flat) == 200
+    padded = sum(max(lengths[i] for i in b) * 8 for b in batches)
+    plain = torch.randperm(203, generator=torch.Generator().manual_seed(1)).tolist()
+    padded_plain = sum(max(lengths[i] for i in plain[k : k + 8]) * 8 for k in range(0, 200, 8))
+    assert padded < 0.85 * padded_plain  # sorted within windows: much less padding than random batches
+    again = trainer.length_grouped_batches(lengths, 8, torch.Generator().manual_seed(1), window=4)
+    other = trainer.length_grouped_batches(lengths, 8, torch.Generator().manual_seed(2), window=4)
+    assert again == batches and other != batches  # seeded
+    window_of = {i: k // 32 for k, i in enumerate(plain[:200])}  # the same permutation cut into 4-batch windows
+    assert all(len({window_of[i] for i in b}) == 1 for b in batches)  # a batch never mixes windows
+
+
 def test_trainer_reduces_loss_and_logs_schedule():
     x, y = toy_problem()
     torch.manual_seed(0)

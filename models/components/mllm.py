@@ -201,6 +201,19 @@ def shifted_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     )
 
 
+def target_lm_loss(lm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """:func:`shifted_lm_loss` of a causal LM over ``inputs_embeds``, with the output head applied only from
+    the position before the batch's first target on (the image and prompt positions predict nothing: the
+    vocabulary projection and its softmax there are wasted work). The same value as the full logits give."""
+    targets = labels != IGNORE_INDEX
+    if not bool(targets.any()):
+        raise BenchError("no target tokens in the batch: every label is masked")
+    first = int(targets.int().argmax(dim=1)[targets.any(dim=1)].min())
+    keep = labels.shape[1] - max(first - 1, 0)
+    logits = lm(inputs_embeds=embeds, attention_mask=mask, logits_to_keep=keep).logits
+    return shifted_lm_loss(logits, labels[:, -keep:])
+
+
 @torch.inference_mode()
 def lm_generate(
     lm: nn.Module,

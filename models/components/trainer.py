@@ -24,7 +24,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,23 @@ def seed_everything(seed: int) -> torch.Generator:
     gen = torch.Generator()
     gen.manual_seed(seed)
     return gen
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, generator: torch.Generator, window: int = 32
+) -> list[list[int]]:
+    """One epoch's batches of sample indices with little padding: a random permutation, cut into windows of
+    ``window`` batches, each window sorted by length and cut into batches, then the batches shuffled (the idea of
+    transformers' ``group_by_length``). Every sample appears at most once; a ragged last batch is dropped."""
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    steps = len(order) // batch_size
+    order = order[: steps * batch_size]
+    span = window * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
 
 
 def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
