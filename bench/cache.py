@@ -11,6 +11,7 @@ SIGKILL loses at most the batch in flight.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -80,24 +81,41 @@ class PredictionCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BenchError(f"cannot create the cache folder {self.path.parent}: {exc.strerror}") from None
-        try:
-            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise BenchError(
-                    f"prediction cache {self.path} has schema version {row[0]}, this harness uses "
-                    f"{SCHEMA_VERSION}; delete the file or pass --no-cache"
-                )
-        except sqlite3.DatabaseError as exc:
+        deadline = time.monotonic() + 60.0
+        while True:
+            try:
+                self._open()
+                return
+            except sqlite3.OperationalError as exc:
+                # several processes (the ranks of a distributed run) creating the file at once: one wins, the
+                # others see "database is locked" while it switches to WAL; they wait for it
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise self._unusable(exc) from None
+                with contextlib.suppress(sqlite3.Error, AttributeError):
+                    self._db.close()
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                raise self._unusable(exc) from None
+
+    def _unusable(self, exc: Exception) -> BenchError:
+        return BenchError(
+            f"prediction cache {self.path} is corrupt or not a SQLite database ({exc}); "
+            "delete it (only cached model outputs are lost) or run with --no-cache"
+        )
+
+    def _open(self) -> None:
+        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row is None:
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
             raise BenchError(
-                f"prediction cache {self.path} is corrupt or not a SQLite database ({exc}); "
-                "delete it (only cached model outputs are lost) or run with --no-cache"
-            ) from None
+                f"prediction cache {self.path} has schema version {row[0]}, this harness uses "
+                f"{SCHEMA_VERSION}; delete the file or pass --no-cache"
+            )
 
     def close(self) -> None:
         self._db.close()

@@ -3,19 +3,29 @@
 Tasks call the proxy exactly as they would call the adapter. Each item of a batched call is
 looked up on its own; only the misses reach the model, in one call, and are stored at once.
 The proxy also counts model calls and time spent inside the model (harness overhead).
+
+Two in-run layers sit in front of the persistent cache. A :class:`RunMemo` keeps embedding-scope
+outputs (image and text embeddings, backbone features, similarity maps) for the whole run, so
+zero-shot, retrieval and linear-probe tasks on the same images compute each embedding once even
+with ``--no-cache``. ``capture`` records every output a task was served, which a distributed
+run gathers on rank 0 (:mod:`bench.distributed`). A :class:`BatchPolicy` splits model calls
+into the largest batch that fits: with ``--batch-size auto`` it halves on out-of-memory and
+remembers the size that worked.
 """
 
 from __future__ import annotations
 
+import gc
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from bench.cache import Key, PredictionCache
-from bench.interfaces import GenerationRequest, ImageRef, ModelAdapter, as_pil, stable_hash
+from bench.interfaces import BenchError, GenerationRequest, ImageRef, ModelAdapter, as_pil, stable_hash
 
 EMBED_SCOPE = "embed"
 
@@ -23,15 +33,112 @@ EMBED_SCOPE = "embed"
 @dataclass
 class CallStats:
     model_items: int = 0  # items the model computed
-    cache_hits: int = 0  # items served from the cache
+    cache_hits: int = 0  # items served from the persistent cache
+    reused: int = 0  # items served from this run's memory (computed earlier in the run, or by another rank)
+    model_calls: int = 0  # calls that reached the model
     model_seconds: float = 0.0
+
+    def add(self, other: CallStats) -> None:
+        self.model_items += other.model_items
+        self.cache_hits += other.cache_hits
+        self.reused += other.reused
+        self.model_calls += other.model_calls
+        self.model_seconds += other.model_seconds
 
     def to_json(self) -> dict[str, Any]:
         return {
             "model_items": self.model_items,
+            "model_calls": self.model_calls,
             "cache_hits": self.cache_hits,
+            "reused": self.reused,
             "model_seconds": round(self.model_seconds, 4),
         }
+
+
+class RunMemo:
+    """Model outputs held in memory for one run: embedding-scope outputs across tasks, and, during a
+    distributed task, the outputs every rank computed."""
+
+    def __init__(self) -> None:
+        self.values: dict[Key, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def update(self, items: dict[Key, Any]) -> None:
+        self.values.update(items)
+
+    def keep_embeddings(self) -> None:
+        """Drop everything but embedding-scope outputs (a task's generations serve no other task)."""
+        self.values = {k: v for k, v in self.values.items() if k[1] == EMBED_SCOPE}
+
+
+AUTO_BATCH_START = 256  # the first batch size ``--batch-size auto`` tries
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's CUDA/CPU out-of-memory errors (without importing torch)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "not enough memory")
+    )
+
+
+def release_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class BatchPolicy:
+    """How many items one model call gets. ``auto``: start with the task's batch, halve on out-of-memory
+    (down to 1), keep the size that fitted for the rest of the run. Otherwise an out-of-memory error
+    stops the run with advice."""
+
+    auto: bool = False
+    limit: int | None = None  # the largest size known to fit (auto), None before the first failure
+    largest_ok: int = 0
+    halvings: list[int] = field(default_factory=list)  # the sizes that did not fit
+
+    def run(self, items: list[Any], compute: Callable[[list[Any]], Sequence[Any]]) -> list[Any]:
+        out: list[Any] = []
+        i = 0
+        while i < len(items):
+            size = len(items) - i if self.limit is None else min(self.limit, len(items) - i)
+            chunk = items[i : i + size]
+            try:
+                part = list(compute(chunk))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                release_memory()
+                if not self.auto:
+                    raise BenchError(
+                        f"out of memory with a batch of {size} ({type(exc).__name__}: {str(exc)[:200]}); "
+                        "pass a smaller --batch-size, or --batch-size auto to find the largest that fits"
+                    ) from None
+                if size == 1:
+                    raise BenchError(
+                        f"out of memory with a batch of 1 ({type(exc).__name__}: {str(exc)[:200]}); the model "
+                        "does not fit this device"
+                    ) from None
+                self.halvings.append(size)
+                self.limit = size // 2
+                continue
+            if len(part) != len(chunk):
+                return part  # the caller reports the mismatch
+            out.extend(part)
+            self.largest_ok = max(self.largest_ok, size)
+            i += size
+        return out
+
+    def to_json(self, requested: int | str) -> dict[str, Any]:
+        used = self.limit or self.largest_ok or None
+        return {"requested": requested, "used": used, "out_of_memory_at": self.halvings}
 
 
 def _image_key(image: Any) -> str:
@@ -63,12 +170,22 @@ class CachedModel:
     """Wraps a ModelAdapter (or a LazyModel); ``cache=None`` disables storage but keeps the accounting."""
 
     def __init__(
-        self, model: ModelAdapter | LazyModel, fingerprint: str, cache: PredictionCache | None, scope: str
+        self,
+        model: ModelAdapter | LazyModel,
+        fingerprint: str,
+        cache: PredictionCache | None,
+        scope: str,
+        memo: RunMemo | None = None,
+        batch: BatchPolicy | None = None,
+        capture: bool = False,
     ) -> None:
         self._source = model
         self.fingerprint = fingerprint
         self.cache = cache
         self.scope = scope
+        self.memo = memo
+        self.batch = batch or BatchPolicy()
+        self.captured: dict[Key, Any] | None = {} if capture else None
         self.stats = CallStats()
 
     @property
@@ -76,7 +193,7 @@ class CachedModel:
         return self._source.get() if isinstance(self._source, LazyModel) else self._source
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_source", "model"):
+        if name.startswith("__") or name in ("_source", "model", "memo", "batch", "captured", "stats"):
             raise AttributeError(name)
         return getattr(self.model, name)
 
@@ -86,23 +203,40 @@ class CachedModel:
         items: Sequence[Any],
         compute: Callable[[list[Any]], Sequence[Any]],
     ) -> list[Any]:
-        """Serve cached keys, compute the rest in one call; ``None`` keys are never cached."""
-        found = self.cache.get_many([k for k in keys if k is not None]) if self.cache else {}
+        """Serve keys from the run's memory, then the cache; compute the rest (one call per batch the
+        policy allows); ``None`` keys are never stored."""
         out: list[Any] = [None] * len(items)
+        served = [False] * len(items)
+        memo = self.memo.values if self.memo is not None else {}
+        for i, key in enumerate(keys):
+            if key is not None and key in memo:
+                out[i], served[i] = memo[key], True
+        self.stats.reused += sum(served)
+        lookup = [k for k, done in zip(keys, served, strict=True) if k is not None and not done]
+        found = self.cache.get_many(lookup) if self.cache and lookup else {}
         todo: list[int] = []
         for i, key in enumerate(keys):
+            if served[i]:
+                continue
             if key is not None and key in found:
                 out[i] = found[key]
+                self.stats.cache_hits += 1
             else:
                 todo.append(i)
-        self.stats.cache_hits += len(items) - len(todo)
         if todo:
-            start = time.perf_counter()
-            computed = compute([items[i] for i in todo])
-            self.stats.model_seconds += time.perf_counter() - start
-            self.stats.model_items += len(todo)
+
+            def call(chunk: list[Any]) -> Sequence[Any]:
+                start = time.perf_counter()
+                try:
+                    return compute(chunk)
+                finally:
+                    self.stats.model_seconds += time.perf_counter() - start
+                    self.stats.model_calls += 1
+
+            computed = self.batch.run([items[i] for i in todo], call)
             if len(computed) != len(todo):
                 raise RuntimeError(f"model {self.model.name!r} returned {len(computed)} outputs for {len(todo)} inputs")
+            self.stats.model_items += len(todo)
             store = []
             for i, value in zip(todo, computed, strict=True):
                 out[i] = value
@@ -110,6 +244,10 @@ class CachedModel:
                     store.append((keys[i], value))
             if self.cache is not None:
                 self.cache.put_many(store)
+        if self.memo is not None:
+            self.memo.update({k: out[i] for i, k in enumerate(keys) if k is not None and k[1] == EMBED_SCOPE})
+        if self.captured is not None:
+            self.captured.update({k: out[i] for i, k in enumerate(keys) if k is not None})
         return out
 
     # ------------------------------------------------------------------ embed
@@ -152,4 +290,4 @@ class CachedModel:
         return self._through(keys, requests, lambda xs: list(self.model.generate(xs)))
 
 
-__all__ = ["CachedModel", "CallStats", "as_pil"]
+__all__ = ["BatchPolicy", "CachedModel", "CallStats", "RunMemo", "as_pil"]

@@ -68,6 +68,21 @@ REMOTE_JUDGE_HELP = (
 )
 
 
+class _BatchSize(click.ParamType):
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) or value == "auto":
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a positive integer nor 'auto'", param, ctx)
+
+
+BATCH_SIZE = _BatchSize()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="medvlbench", prog_name="bench")
 def cli() -> None:
@@ -127,7 +142,13 @@ def plugins_cmd(as_json: bool) -> None:
 @click.option("--data-root", default=None, help="Folder holding one sub-folder per dataset (or BENCH_DATA_ROOT).")
 @click.option("--output", default="runs", show_default=True, help="Where run folders are written.")
 @click.option("--limit", type=int, default=None, help="First N samples per task (result marked not comparable).")
-@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option(
+    "--batch-size",
+    type=BATCH_SIZE,
+    default="32",
+    show_default=True,
+    help="Samples per model call, or 'auto': the largest that fits (halved on out-of-memory, recorded in the result).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda[:N]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-cache", is_flag=True, help="Do not read or write the prediction cache.")
@@ -159,6 +180,8 @@ def run_cmd(**kw: Any) -> None:
         judge=_judge_options(kw["judge"]),
         allow_remote_judge=kw["allow_remote_judge"],
     )
+    if outcome.rank != 0:
+        return  # rank 0 of a distributed run reports
     from reports.text import metric_text
 
     tasks = outcome.results["tasks"]

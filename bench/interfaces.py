@@ -401,6 +401,21 @@ class Task:
     def predict(self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int) -> Iterator[dict[str, Any]]:
         raise NotImplementedError
 
+    #: How a distributed run (``torchrun``) divides the task. ``"records"``: each record depends on its own
+    #: sample only, so each rank predicts its share of the samples and rank 0 gathers the records.
+    #: ``"outputs"``: records depend on every sample (retrieval ranks, a classifier trained on features), so
+    #: each rank computes its share of the model outputs in :meth:`prefetch`, rank 0 gathers them and runs
+    #: :meth:`predict` over all samples with every model call answered from them.
+    distributed: str = "records"
+
+    def prefetch(
+        self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int, rank: int, world_size: int
+    ) -> None:
+        """Make, through ``model`` (the runner's caching proxy), this rank's share of the model calls that
+        :meth:`predict` will make (tasks with ``distributed = "outputs"``). Shares are whole batches of the
+        one-process run (:func:`bench.distributed.shard_indices`) so that the outputs are the same."""
+        raise NotImplementedError(f"task {self.name} declares distributed='outputs' but has no prefetch")
+
     def score(self, records: Sequence[Mapping[str, Any]], bootstrap: int, seed: int) -> dict[str, MetricValue]:
         raise NotImplementedError
 

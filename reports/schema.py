@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 _INTERVAL = {
     "type": "array",
@@ -88,6 +88,22 @@ TASK_RESULT = {
         "model_time_s": {"type": "number", "minimum": 0},
         "throughput_samples_per_s": {"type": ["number", "null"]},
         "calls": {"type": "object"},
+        "batch_size": {
+            "type": "object",
+            "properties": {
+                "requested": {"oneOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}]},
+                "used": {"type": ["integer", "null"]},
+                "out_of_memory_at": {"type": "array", "items": {"type": "integer"}},
+            },
+        },
+        "distributed": {
+            "type": "object",
+            "properties": {
+                "world_size": {"type": "integer", "minimum": 1},
+                "backend": {"type": ["string", "null"]},
+                "mode": {"enum": ["records", "outputs", None]},
+            },
+        },
         "comparable": {"type": "boolean"},
         "flags": {"type": "array", "items": {"type": "string"}},
         "judge": JUDGE,
@@ -128,7 +144,8 @@ RESULTS = {
                 "seed": {"type": "integer"},
                 "bootstrap": {"type": "integer", "minimum": 0},
                 "limit": {"type": ["integer", "null"]},
-                "batch_size": {"type": "integer", "minimum": 1},
+                "batch_size": {"oneOf": [{"type": "integer", "minimum": 1}, {"const": "auto"}]},
+                "world_size": {"type": "integer", "minimum": 1},
                 "device": {"type": "string"},
                 "config_hash": {"type": "string"},
             },

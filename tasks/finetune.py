@@ -37,6 +37,7 @@ import numpy as np
 
 from bench.data.common import ids_hash
 from bench.data.subsets import check_fraction, rarest_positive, subset_ids
+from bench.distributed import shard_indices, take
 from bench.interfaces import BenchError, ImageRef, ModelAdapter, Sample, Task, TaskSpec, batched
 from bench.metrics.classification import (
     binary_label_matrix,
@@ -253,6 +254,28 @@ class FineTuneClassification(Task):
             self.hyper, seed, batch_size,
         )  # fmt: skip
         return predict(ev.val), predict(ev.test), outcome
+
+    # A classifier trained on features needs every sample's: in a distributed run the ranks share out the
+    # frozen-backbone features (linear probe) and rank 0 trains; full fine-tuning runs on rank 0 alone.
+    distributed = "outputs"
+
+    def prefetch(
+        self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int, rank: int, world_size: int
+    ) -> None:
+        """This rank's batches of the features :meth:`predict` computes (val, test, each seed's subset)."""
+        if self._splits is None:
+            raise BenchError(f"task {self.name} needs its train and val splits (use_splits) before prefetch")
+        if self.opts["mode"] != "linear":
+            return
+        val = [s.image for s in self._splits["val"]]
+        test = [s.image for s in samples]
+        for seed in self.seeds:
+            modules: dict[str, Any] = {}
+            lists = [val, test] if seed == self.seeds[0] or self.opts["init"] == "scratch" else []
+            for images in [*lists, [s.image for s in self._subsets[seed]]]:
+                mine = take(images, shard_indices(len(images), batch_size, rank, world_size))
+                if mine:
+                    self._features(model, mine, seed, batch_size, modules)
 
     def predict(self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int) -> Iterator[dict[str, Any]]:
         if self._splits is None:

@@ -6,7 +6,8 @@ Category level (LGDEA / MedCLIP on MIMIC-5×200): images of the one-finding subs
 texts of that subset; Prec@K = share of the top-K texts with the query's class.
 
 Records are written per image and carry every rank and the classes of the top texts, so
-``score`` needs no model.
+``score`` needs no model. A record depends on every sample, so a distributed run shares out the
+embeddings (:meth:`ImageTextRetrieval.prefetch`) and ranks on rank 0.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.distributed import shard_indices, take
 from bench.interfaces import BenchError, ModelAdapter, Sample, Task, TaskSpec, batched
 from bench.metrics import retrieval as R
 from bench.metrics.stats import bootstrap_ci
@@ -54,6 +56,19 @@ class ImageTextRetrieval(Task):
 
     def prepare(self, samples: list[Sample]) -> list[Sample]:
         return [s for s in samples if self._text(s)]
+
+    distributed = "outputs"
+
+    def prefetch(
+        self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int, rank: int, world_size: int
+    ) -> None:
+        """This rank's batches of the image and the unique-text embeddings :meth:`predict` computes."""
+        mine = take(samples, shard_indices(len(samples), batch_size, rank, world_size))
+        for b in batched(mine, batch_size):
+            model.encode_images([s.image for s in b])
+        unique, _ = R.merge_duplicates([self._text(s) for s in samples])
+        for b in batched(take(unique, shard_indices(len(unique), batch_size, rank, world_size)), batch_size):
+            model.encode_texts(b)
 
     def predict(self, model: ModelAdapter, samples: Sequence[Sample], batch_size: int) -> Iterator[dict[str, Any]]:
         texts = [self._text(s) for s in samples]

@@ -71,7 +71,7 @@ def test_corrupt_cache(tmp_path):
     "flag,value,message",
     [
         ("--limit", "0", "--limit must be a positive number"),
-        ("--batch-size", "0", "--batch-size must be at least 1"),
+        ("--batch-size", "0", "--batch-size must be a positive integer or 'auto', got 0"),
         ("--bootstrap", "-1", "--bootstrap must be 0"),
         ("--device", "tpu", "--device must be auto, cpu or cuda"),
     ],

@@ -172,7 +172,8 @@ def test_linear_probe_beats_scratch_fractions_rank_and_features_are_cached(train
     calls = {name: t["calls"] for name, t in got.items()}
     assert calls["synthcxr_ft_1pct"]["model_items"] == len(one) + held
     assert calls["synthcxr_ft_10pct"]["model_items"] == len(ten - one)
-    assert calls["synthcxr_ft_10pct"]["cache_hits"] >= held + len(one)
+    # served from this run's memory (computed by the 1 % task) or, across runs, from the cache
+    assert calls["synthcxr_ft_10pct"]["reused"] + calls["synthcxr_ft_10pct"]["cache_hits"] >= held + len(one)
     assert calls["synthcxr_ft_100pct"]["model_items"] == len(train) - len(ten)
     sizes = [r["train_samples"] for r in got["synthcxr_ft_1pct_scratch"]["config"]["runs"]]
     assert calls["synthcxr_ft_1pct_scratch"]["model_items"] == sum(sizes) + 3 * held  # one random backbone per seed
