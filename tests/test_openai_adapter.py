@@ -262,7 +262,9 @@ def test_bench_run_vqa_retries_then_serves_from_cache(server, tmp_path):
     assert second.returncode == 0, second.stderr
     assert server.count == before  # zero requests: every answer came from the cache
     again = json.loads((Path(json.loads(second.stdout)["run_dir"]) / "results.json").read_text())
-    assert again["tasks"]["synthcxr_vqa"]["calls"] == {"model_items": 0, "cache_hits": 12, "model_seconds": 0.0}
+    assert again["tasks"]["synthcxr_vqa"]["calls"] == {
+        "model_items": 0, "model_calls": 0, "cache_hits": 12, "reused": 0, "model_seconds": 0.0
+    }  # fmt: skip
     assert again["tasks"]["synthcxr_vqa"]["metrics"] == task["metrics"]
     for res in (first, second):
         assert SECRET not in res.stdout and SECRET not in res.stderr
