@@ -9,10 +9,9 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/bench demo
 
-# Two worker processes: every test that needs the trained clip-baseline (and the models trained from it) runs in
-# one of them (tests/conftest.py groups them), the rest in the other, so the CPU stays busy while models train.
+# The whole suite in two pytest processes at once (tests/run_suite.py): the tests that train models, and the rest.
 test: $(VENV)/.installed-dev
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=25 -n 2 --dist loadgroup
+	HF_HUB_OFFLINE=1 $(BIN)/python -m tests.run_suite
 
 # Regenerates docs/leaderboard.png: the browser test's screenshot of a site built from test runs (needs chromium).
 docs-screenshot: $(VENV)/.installed-dev

@@ -18,28 +18,13 @@ os.environ.pop("BENCH_DATA_ROOT", None)
 os.environ.pop("BENCH_DISABLE_PLUGINS", None)
 
 
-# Tests that need the trained clip-baseline (directly or through a model trained from it) form one xdist group,
-# so that under `pytest -n 2 --dist loadgroup` (`make test`) each model is trained once, in one worker, while the
-# other worker runs the rest of the suite.
-TRAINED_GROUP = "trained-models"
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that need the trained clip-baseline (directly or through a model trained from it):
+    `make test` (tests/run_suite.py) runs them and the rest in two processes at once."""
     for item in items:
         if "trained_clip" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group(TRAINED_GROUP))
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Under xdist, the worker running the light tests uses one torch thread, leaving the other core to training."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    import torch
-
-    marker = item.get_closest_marker("xdist_group")
-    trains = marker is not None and marker.args and marker.args[0] == TRAINED_GROUP
-    torch.set_num_threads(2 if trains else 1)
+            item.add_marker(pytest.mark.trained_models)
 
 
 def run_bench(
