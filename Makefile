@@ -25,6 +25,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev]"
-	touch $@
+	touch $@ $(VENV)/.installed

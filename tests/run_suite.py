@@ -1,9 +1,11 @@
 """The whole test suite as `make test` runs it: two pytest processes side by side.
 
 The tests that need trained models (the clip-baseline trained in the session and the models trained from it,
-marked ``trained_models`` by tests/conftest.py) spend minutes training with every core; the other tests are
-mostly single-threaded. Running the two halves at once keeps both cores busy: the light half gets one torch
-thread. Its output is shown when it ends; the exit status is the worse of the two.
+marked ``trained_models`` by tests/conftest.py) spend minutes training; the other tests are mostly
+single-threaded and take a few minutes. The two halves start together, each with one torch thread (two
+processes each with several OpenMP threads on two cores slow training down twice over); once the light half
+has ended, the training half uses every core from its next test on (tests/conftest.py reads
+``BENCH_SUITE_PARTNER_PID``). The light half's output is shown when it ends; the exit status is the worse.
 
     python -m tests.run_suite [extra pytest arguments]
 """
@@ -28,7 +30,9 @@ def main(argv: list[str]) -> int:
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
         print("== tests that train models (the others run alongside; their report follows) ==", flush=True)
-        heavy = subprocess.call([*base, "-m", "trained_models"])
+        heavy = subprocess.call(
+            [*base, "-m", "trained_models"], env={**os.environ, "BENCH_SUITE_PARTNER_PID": str(light.pid)}
+        )
         light_status = light.wait()
         light_log.seek(0)
         print("\n== the other tests ==", flush=True)
