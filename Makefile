@@ -9,9 +9,8 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c const
 demo: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(BIN)/bench demo
 
-# The whole suite in two pytest processes at once (tests/run_suite.py): the tests that train models, and the rest.
 test: $(VENV)/.installed-dev
-	HF_HUB_OFFLINE=1 $(BIN)/python -m tests.run_suite
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=25
 
 # Regenerates docs/leaderboard.png: the browser test's screenshot of a site built from test runs (needs chromium).
 docs-screenshot: $(VENV)/.installed-dev

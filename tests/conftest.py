@@ -20,35 +20,11 @@ os.environ.pop("BENCH_DISABLE_PLUGINS", None)
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the tests that need the trained clip-baseline (directly or through a model trained from it):
-    `make test` (tests/run_suite.py) runs them and the rest in two processes at once."""
+    """Mark the tests that need the trained clip-baseline (directly or through a model trained from it), which
+    cost minutes of training: `pytest -m "not trained_models"` runs the rest in about four minutes."""
     for item in items:
         if "trained_clip" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.trained_models)
-
-
-def _partner_running() -> bool:
-    """Whether the other half of tests/run_suite.py still runs (its pid, until it exits; a zombie has exited)."""
-    pid = os.environ.get("BENCH_SUITE_PARTNER_PID")
-    if not pid:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-@pytest.hookimpl(tryfirst=True)  # before the fixtures of the test are set up (trained there)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Under tests/run_suite.py, the training half uses one torch thread while the other half runs, then all."""
-    if "BENCH_SUITE_PARTNER_PID" not in os.environ:
-        return
-    import torch
-
-    threads = 1 if _partner_running() else (os.cpu_count() or 1)
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
 
 
 def run_bench(

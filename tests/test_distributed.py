@@ -84,26 +84,46 @@ def _run_args(model: str, ckpt: Path, tasks: str, out: Path, *extra: str) -> lis
     ]  # fmt: skip
 
 
-def test_two_gloo_processes_give_the_one_process_numbers_for_embedding_tasks(
-    trained_clip: Path, tmp_path: Path
-) -> None:
-    tasks = "synthcxr_zs,synthcxr_retrieval,synthcxr_ft_1pct"
-    args = ["--bootstrap", "200"]
-    one = _bench(1, _run_args("clip-baseline", trained_clip, tasks, tmp_path / "one", *args), tmp_path / "c1")
-    two = _bench(2, _run_args("clip-baseline", trained_clip, tasks, tmp_path / "two", *args), tmp_path / "c2")
+N = 24  # samples per task (--limit): the runs are real runs of the trained tiny llava-rad, kept short
+RUN_OPTIONS = ["--limit", str(N), "--batch-size", "4", "--bootstrap", "0"]
+TASKS = ["synthcxr_zs", "synthcxr_retrieval", "synthcxr_ft_1pct", "synthcxr_rrg"]
+
+
+@pytest.fixture(scope="module")
+def one_and_two(trained_llava_rad: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same run of llava-rad (embedding, linear-probe and report-generation tasks) in one process and in two
+    gloo processes under torchrun, each with a fresh cache."""
+    tmp = tmp_path_factory.mktemp("distributed")
+    out: dict[str, Any] = {}
+    for name, nproc in (("one", 1), ("two", 2)):
+        args = _run_args("llava-rad", trained_llava_rad, ",".join(TASKS), tmp / name, *RUN_OPTIONS)
+        out[name] = _bench(nproc, args, tmp / f"cache-{name}")
+        out[f"{name}_dir"] = tmp / name / out[name]["run_id"]
+    return out
+
+
+def test_two_gloo_processes_give_the_one_process_numbers(one_and_two: dict[str, Any]) -> None:
+    one, two = one_and_two["one"], one_and_two["two"]
     assert two["config"]["world_size"] == 2 and one["config"]["world_size"] == 1
-    for task in ("synthcxr_zs", "synthcxr_retrieval"):  # identical, intervals included
+    for task in ("synthcxr_zs", "synthcxr_retrieval", "synthcxr_rrg"):  # identical
         assert _values(two, task) == _values(one, task), task
         assert two["tasks"][task]["dataset_fingerprint"] == one["tasks"][task]["dataset_fingerprint"]
     assert two["tasks"]["synthcxr_zs"]["distributed"] == {"world_size": 2, "backend": "gloo", "mode": "records"}
     assert two["tasks"]["synthcxr_retrieval"]["distributed"]["mode"] == "outputs"
-    # each image embedding computed once over both ranks, and reused by retrieval (no cache hits: fresh caches)
-    n = one["tasks"]["synthcxr_zs"]["n_samples"]
+    assert two["tasks"]["synthcxr_ft_1pct"]["distributed"]["mode"] == "outputs"
+    # the generated reports themselves, in sample order
+    reports = [
+        [r["prediction"] for r in _records(one_and_two[k], one_and_two[f"{k}_dir"], "synthcxr_rrg")]
+        for k in ("one", "two")
+    ]
+    assert reports[0] == reports[1] and len(reports[0]) == N and len(set(reports[0])) > 1
+    assert two["tasks"]["synthcxr_rrg"]["calls"]["model_items"] == N
+    # each image embedded once over both ranks, and reused by retrieval (no cache hits: fresh caches)
     zs_one, zs_two = one["tasks"]["synthcxr_zs"]["calls"], two["tasks"]["synthcxr_zs"]["calls"]
-    prompts = zs_one["model_items"] - n
+    prompts = zs_one["model_items"] - N
     assert zs_one["cache_hits"] == 0 and prompts > 0
     # both ranks embed the class prompts (one may find the other's in the cache); each image once in all
-    assert zs_two["model_items"] + zs_two["cache_hits"] == n + 2 * prompts
+    assert zs_two["model_items"] + zs_two["cache_hits"] == N + 2 * prompts
     for results in (one, two):
         rt = results["tasks"]["synthcxr_retrieval"]
         assert rt["calls"]["reused"] == rt["n_samples"] and rt["calls"]["model_items"] > 0  # images from zero-shot
@@ -162,24 +182,13 @@ def _alive(pid: int) -> bool:
 
 
 def test_report_generation_interrupted_with_two_processes_resumes_with_one(
-    trained_llava_rad: Path, tmp_path: Path
+    trained_llava_rad: Path, one_and_two: dict[str, Any], tmp_path: Path
 ) -> None:
-    n = 24
-    limit = ["--limit", str(n), "--batch-size", "2", "--bootstrap", "0"]
     task = "synthcxr_rrg"
-    reference_dir = tmp_path / "reference"
-    one = _bench(1, _run_args("llava-rad", trained_llava_rad, task, reference_dir, *limit), tmp_path / "c1")
-    two = _bench(2, _run_args("llava-rad", trained_llava_rad, task, tmp_path / "two", *limit), tmp_path / "c2")
-    assert _values(two, task) == _values(one, task)
-    one_records = _records(one, reference_dir / one["run_id"], task)
-    two_records = _records(two, tmp_path / "two" / two["run_id"], task)
-    assert [r["prediction"] for r in two_records] == [r["prediction"] for r in one_records]
-    assert two["tasks"][task]["calls"]["model_items"] == n
-
-    # interrupt a two-process run once some batches are in the cache (SIGKILL: nothing can be tidied up) ...
-    cache = tmp_path / "c3"
+    # interrupt a two-process run once a batch is in the cache (SIGKILL: nothing can be tidied up) ...
+    cache = tmp_path / "cache"
     out = tmp_path / "interrupted"
-    args = _run_args("llava-rad", trained_llava_rad, task, out, *limit)
+    args = _run_args("llava-rad", trained_llava_rad, task, out, *RUN_OPTIONS)
     proc = subprocess.Popen(
         _bench_cmd(2, args), env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         start_new_session=True,
@@ -190,18 +199,19 @@ def test_report_generation_interrupted_with_two_processes_resumes_with_one(
     _kill_tree(proc.pid)
     proc.wait(timeout=60)
     done = _cached_rows(cache, task)
-    assert 4 <= done < n, f"{done} predictions cached when interrupted"
+    assert 4 <= done < N, f"{done} predictions cached when interrupted"
     [folder] = list(out.iterdir())
     assert json.loads((folder / "results.json").read_text())["status"] == "running"
 
-    # ... and resume it with one process: the same folder, no prediction asked twice, the same numbers
+    # ... and resume it with one process: the same folder, no prediction asked twice, the one-process numbers
     resumed = _bench(1, args, cache)
     assert resumed["run_id"] == folder.name and resumed["status"] == "complete"
     calls = resumed["tasks"][task]["calls"]
-    assert calls["cache_hits"] == done and calls["model_items"] == n - done
+    assert calls["cache_hits"] == done and calls["model_items"] == N - done
+    one = one_and_two["one"]
     assert _values(resumed, task) == _values(one, task)
-    resumed_records = _records(resumed, folder, task)
-    assert [r["prediction"] for r in resumed_records] == [r["prediction"] for r in one_records]
+    reference = [r["prediction"] for r in _records(one, one_and_two["one_dir"], task)]
+    assert [r["prediction"] for r in _records(resumed, folder, task)] == reference
 
 
 # ---------------------------------------------------------------------------------------------- batch size
