@@ -62,9 +62,6 @@ class RunMemo:
     def __init__(self) -> None:
         self.values: dict[Key, Any] = {}
 
-    def __len__(self) -> int:
-        return len(self.values)
-
     def update(self, items: dict[Key, Any]) -> None:
         self.values.update(items)
 
@@ -193,7 +190,7 @@ class CachedModel:
         return self._source.get() if isinstance(self._source, LazyModel) else self._source
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_source", "model", "memo", "batch", "captured", "stats"):
+        if name.startswith("__") or name in ("_source", "model"):
             raise AttributeError(name)
         return getattr(self.model, name)
 

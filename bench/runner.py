@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,21 +368,15 @@ def _on_main(dist: DistContext, fn: Callable[[], Any]) -> Any:
     """Run ``fn`` on rank 0 and share its value with every rank; a failure there is raised on every rank."""
     if not dist.enabled:
         return fn()
-    payload: tuple[str, Any] = ("ok", None)
     if dist.is_main:
         try:
-            payload = ("ok", fn())
-        except BenchError as exc:
-            payload = ("error", str(exc))
+            value = fn()
         except Exception as exc:
-            dist.broadcast(("error", f"rank 0: {type(exc).__name__}: {exc}"))
+            text = str(exc) if isinstance(exc, BenchError) else f"rank 0: {type(exc).__name__}: {exc}"
+            dist.broadcast(("error", text))
             raise
-        else:
-            dist.broadcast(payload)
-        if payload[0] == "error":
-            dist.broadcast(payload)
-            raise BenchError(payload[1])
-        return payload[1]
+        dist.broadcast(("ok", value))
+        return value
     status, value = dist.broadcast(None)
     if status == "error":
         raise BenchError(value)
@@ -424,8 +418,7 @@ def _run(
     def open_run() -> tuple[Path, dict[str, Any], bool]:
         return _open_run_folder(plan, root, cache, config_hash, model_fp, info, log)
 
-    opened = _on_main(dist, open_run)
-    run_dir, results, resumed = opened
+    run_dir, results, resumed = _on_main(dist, open_run)
     memo = RunMemo()
     sample_cache: dict[tuple[str, str, str], list[Sample]] = {}
     for spec in plan.tasks:
@@ -600,16 +593,11 @@ def _run_task(ctx: _TaskContext, judge: Judge | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     writer = SampleWriter(ctx.run_dir, ctx.spec.name)
     try:
-        progress = _progress(len(samples), ctx.spec.name, config.progress)
-        for record in task.predict(proxy, samples, ctx.plan.batch_size):
+        for record in _predicted(task, proxy, samples, ctx.plan.batch_size, ctx.spec.name, config.progress):
             writer.write(record)
-            progress.update(1)
-        progress.close()
         path = writer.finish()
     finally:
         writer.close()
-    if writer.count != len(samples):
-        raise RuntimeError(f"task {ctx.spec.name} produced {writer.count} records for {len(samples)} samples")
     return _score_task(ctx, task, samples, path, proxy.stats, start, judge)
 
 
@@ -638,14 +626,8 @@ def _run_task_distributed(ctx: _TaskContext, judge: Judge | None = None) -> dict
             return {"outputs": proxy.captured, "stats": proxy.stats}
         mine = distributed.shard_indices(len(samples), batch_size, dist.rank, dist.world_size)
         desc = f"{ctx.spec.name} (rank 0 of {dist.world_size})"
-        progress = _progress(len(mine), desc, ctx.plan.config.progress and dist.is_main)
-        records = []
-        for record in task.predict(proxy, distributed.take(samples, mine), batch_size):
-            records.append(record)
-            progress.update(1)
-        progress.close()
-        if len(records) != len(mine):
-            raise RuntimeError(f"task {ctx.spec.name} produced {len(records)} records for {len(mine)} samples")
+        show = ctx.plan.config.progress and dist.is_main
+        records = list(_predicted(task, proxy, distributed.take(samples, mine), batch_size, desc, show))
         return {"indices": mine, "records": records, "stats": proxy.stats}
 
     shares = _on_all(dist, compute_share)
@@ -686,6 +668,21 @@ def _run_task_distributed(ctx: _TaskContext, judge: Judge | None = None) -> dict
     for part in dist.all_gather(embeddings):
         ctx.memo.update(part)
     return result
+
+
+def _predicted(
+    task: Task, model: CachedModel, samples: Sequence[Sample], batch_size: int, desc: str, show: bool
+) -> Iterator[dict[str, Any]]:
+    """``task.predict`` with a progress bar; a task that yields another number of records than samples is a bug."""
+    progress = _progress(len(samples), desc, show)
+    count = 0
+    for record in task.predict(model, samples, batch_size):
+        count += 1
+        progress.update(1)
+        yield record
+    progress.close()
+    if count != len(samples):
+        raise RuntimeError(f"task {task.name} produced {count} records for {len(samples)} samples")
 
 
 def _score_task(
