@@ -154,9 +154,10 @@ def build_site(
     reported: bool = False,
     title: str = "medvlbench leaderboard",
     include_samples: bool = False,
+    notes: Sequence[str] = (),
 ) -> Path:
     """Write the site for the runs found in ``runs_dirs`` (and the papers' numbers with ``reported``);
-    returns the path of ``index.html``."""
+    ``notes`` are shown (as text) under the title. Returns the path of ``index.html``."""
     from bench.plugins import registry
 
     reg = registry()
@@ -184,6 +185,7 @@ def build_site(
         .get_template("index.html.j2")
         .render(
             title=title,
+            notes=list(notes),
             tabs=tabs_of(benchmarks, reg),
             extras=extras,
             pages=pages,

@@ -253,7 +253,11 @@ def test_demo_reuses_checkpoint_and_ends_with_the_leaderboard(trained_clip, tmp_
     info = json.loads(res.stdout)
     assert len(info["runs"]) == 1
     data = _validate_run(Path(info["runs"][0]))
-    assert set(data["tasks"]) == {"synthcxr_zs", "synthcxr_zs_5class", "synthcxr_retrieval", "synthcxr_grounding"}
+    probes = {f"synthcxr_ft_{p}pct{s}" for p in (1, 10, 100) for s in ("", "_scratch")}  # seconds: in the demo
+    full = sorted(f"synthcxr_ft_{p}pct_full{s}" for p in (1, 10, 100) for s in ("", "_scratch"))  # minutes: not
+    embedding = {"synthcxr_zs", "synthcxr_zs_5class", "synthcxr_retrieval", "synthcxr_grounding"}
+    assert set(data["tasks"]) == embedding | probes
+    assert info["left_out"] == full and "bench demo --all-tasks" in res.stderr
     # the demo ends by writing the leaderboard site over its runs, with the papers' reported rows, and says where
     index = out / "site" / "index.html"
     assert info["site"] == str(index) and f"leaderboard: {index}" in res.stderr.splitlines()[-1]
@@ -267,6 +271,8 @@ def test_demo_reuses_checkpoint_and_ends_with_the_leaderboard(trained_clip, tmp_
         )
     assert f"{data['tasks']['synthcxr_zs']['metrics']['AUC']['value']:.4f}" in html
     assert html.count('<span class="badge reported">reported</span>') > 300  # the papers' rows
+    assert "Not run by this demo" in html and all(task in html for task in full)  # the index says what is missing
+    assert data["tasks"]["synthcxr_ft_1pct_scratch"]["metrics"]["AUC"]["value"] < 0.75  # the random-encoder floor
 
 
 def test_demo_retrains_a_checkpoint_of_other_arguments_or_other_model_code(trained_clip, tmp_path):
@@ -298,7 +304,17 @@ def test_demo_plan_keeps_dependency_order_and_closes_over_references():
     assert [s.model for s in api.demo_plan(reg, ["meddr-rag"])] == ["clip-baseline", "meddr-rag"]
     assert [s.model for s in api.demo_plan(reg, ["lgdea"])] == ["clip-baseline", "lgdea"]
     tasks = api.demo_tasks("clip-baseline", reg)
-    assert "synthcxr_zs" in tasks and not [t for t in tasks if "_ft_" in t]  # fine-tuning: minutes, left out
+    assert "synthcxr_zs" in tasks and not [t for t in tasks if "_ft_" in t]
+    linear = set(api.demo_tasks("clip-baseline", reg, "linear")) - set(tasks)
+    assert linear == {f"synthcxr_ft_{p}pct{s}" for p in (1, 10, 100) for s in ("", "_scratch")}
+    every = set(api.demo_tasks("clip-baseline", reg, "all"))
+    assert len(every - set(tasks) - linear) == 6 and all("_full" in t for t in every - set(tasks) - linear)
+    # with --all-tasks the demo's models cover every implemented synthcxr task; without, full fine-tuning is left out
+    synthcxr = {n for n, t in reg.tasks.items() if t.dataset == "synthcxr" and t.factory is not None}
+    assert {t for s in api.demo_plan(reg) for t in api._step_tasks(s, reg, all_tasks=True)} == synthcxr
+    assert set(api.demo_left_out(reg)) == {t for t in synthcxr if "_full" in t}
+    with pytest.raises(BenchError, match="finetune must be"):
+        api.demo_tasks("clip-baseline", reg, "some")
     with pytest.raises(BenchError, match="no demo step for nope"):
         api.demo_plan(reg, ["nope"])
     with pytest.raises(BenchError, match="not trained earlier"):

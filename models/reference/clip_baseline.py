@@ -50,6 +50,7 @@ from models.components.devices import resolve_device
 from models.components.identity import bytes_fingerprint, files_fingerprint
 from models.components.image_preprocess import ImagePreprocessor, TrainAugment
 from models.components.projector import LinearProjector
+from models.components.text_batch import distinct_texts, pool_rows
 from models.components.text_encoder import TextEncoderConfig, TextTransformer
 from models.components.tokenizer import TextTokenizer
 from models.components.trainer import (
@@ -241,6 +242,10 @@ class ClipModel(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.image_proj(self.visual(images)[0]), dim=-1)
 
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Projected, not yet normalised embedding of each row's text: ``[N, embed_dim]``."""
+        return self.text_proj(self.text(input_ids, attention_mask)[0])
+
     def encode_text(
         self,
         input_ids: torch.Tensor,
@@ -255,13 +260,9 @@ class ClipModel(nn.Module):
         (``owner == k``), normalised: a report is embedded as the pool of its sentences, so a
         one-sentence prompt lives in the same space as the reports the model was trained on.
         """
-        z = self.text_proj(self.text(input_ids, attention_mask)[0])
+        z = self.text_features(input_ids, attention_mask)
         if owner is not None:
-            n = int(n_texts if n_texts is not None else int(owner.max()) + 1)
-            owner = owner.to(z.device)
-            total = torch.zeros(n, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, owner, z)
-            count = torch.bincount(owner, minlength=n).clamp_min(1).to(z.dtype)
-            z = total / count[:, None]
+            z = pool_rows(z, owner, n_texts)
         return F.normalize(z, dim=-1)
 
     def scale(self) -> torch.Tensor:
@@ -579,36 +580,41 @@ class ClipBaseline(ModelAdapter):
                 units, owner = ([u for v in views for u in v], [k for k, v in enumerate(views) for _ in v])
                 if not pooling:
                     units, owner = [" ".join(v) for v in views], list(range(len(idx)))
-                ids, mask = tokenizer.encode(units, max_length=max_len)
+                texts, s_owner = [], []
+                if per_image > 0:  # a few random sentences of each report as extra captions
+                    for k, i in enumerate(idx):
+                        chosen = torch.randperm(len(sentences[i]), generator=gen)[:per_image].tolist()
+                        texts.extend(sentences[i][j] for j in chosen)
+                        s_owner.extend([k] * len(chosen))
+                # one text-tower pass over the distinct texts of the batch (reports' sentences and captions)
+                distinct, (unit_rows, sent_rows) = distinct_texts(units, texts)
+                ids, mask = tokenizer.encode(distinct, max_length=max_len)
                 keys = [" ".join(v) for v in views]
                 same = torch.tensor([[a == c for c in keys] for a in keys])
                 batch = {
                     "images": pre.normalize(x),
                     "ids": ids,
                     "mask": mask,
+                    "unit_rows": unit_rows,
                     "owner": torch.tensor(owner),
                     "positives": same,
                 }
-                if per_image > 0:  # a few random sentences of each report as extra captions
-                    texts, s_owner = [], []
-                    for k, i in enumerate(idx):
-                        chosen = torch.randperm(len(sentences[i]), generator=gen)[:per_image].tolist()
-                        texts.extend(sentences[i][j] for j in chosen)
-                        s_owner.extend([k] * len(chosen))
-                    s_ids, s_mask = tokenizer.encode(texts, max_length=max_len)
-                    batch["sent_ids"], batch["sent_mask"] = s_ids, s_mask
-                    batch["sent_positives"] = caption_positives(torch.tensor(s_owner), s_ids, s_mask, len(idx))
+                if texts:
+                    batch["sent_rows"] = sent_rows
+                    batch["sent_positives"] = caption_positives(
+                        torch.tensor(s_owner), ids[sent_rows], mask[sent_rows], len(idx)
+                    )
                 yield batch
 
         def loss_fn(m: ClipModel, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             img = m.encode_image(batch["images"])
             scale = m.scale()
-            txt = m.encode_text(batch["ids"], batch["mask"], batch["owner"], len(img))
+            z = m.text_features(batch["ids"], batch["mask"])  # each distinct text once
+            txt = F.normalize(pool_rows(z[batch["unit_rows"]], batch["owner"], len(img)), dim=-1)
             report_loss = clip_loss(img, txt, scale, batch["positives"])
             out = {"loss": report_loss, "report_loss": report_loss.detach(), "logit_scale": scale.detach()}
-            if "sent_ids" in batch:
-                txt = m.encode_text(batch["sent_ids"], batch["sent_mask"])
-                sent_loss = clip_loss(img, txt, scale, batch["sent_positives"])
+            if "sent_rows" in batch:
+                sent_loss = clip_loss(img, F.normalize(z[batch["sent_rows"]], dim=-1), scale, batch["sent_positives"])
                 out["loss"] = report_loss + sent_weight * sent_loss
                 out["sentence_loss"] = sent_loss.detach()
             return out

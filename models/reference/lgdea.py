@@ -112,6 +112,7 @@ from models.components.devices import resolve_device
 from models.components.identity import bytes_fingerprint
 from models.components.image_preprocess import ImagePreprocessor, TrainAugment
 from models.components.projector import LinearProjector
+from models.components.text_batch import distinct_texts, pool_rows
 from models.components.text_encoder import TextEncoderConfig, TextTransformer
 from models.components.tokenizer import TextTokenizer
 from models.components.trainer import (
@@ -561,10 +562,14 @@ class LGDEAModel(nn.Module):
         n_texts: int | None = None,
     ) -> torch.Tensor:
         """L2-normalised text embeddings; with ``owner`` a text is the mean of its sentences' embeddings."""
-        z = self.text_proj(self.text(input_ids, attention_mask)[0])
+        z = self.text_features(input_ids, attention_mask)
         if owner is not None:
-            z = _pool_rows(z, owner, n_texts)
+            z = pool_rows(z, owner, n_texts)
         return F.normalize(z, dim=-1)
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Projected, not yet normalised embedding of each row's text: ``[N, embed_dim]``."""
+        return self.text_proj(self.text(input_ids, attention_mask)[0])
 
     def encode_evidence(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Evidence-phrase embeddings ``z_n`` in the evidence space (L2-normalised)."""
@@ -575,15 +580,6 @@ class LGDEAModel(nn.Module):
 
     def evidence_scale(self) -> torch.Tensor:
         return self.evidence_logit_scale.exp().clamp(max=self.logit_scale_max)
-
-
-def _pool_rows(z: torch.Tensor, owner: torch.Tensor, n: int | None = None) -> torch.Tensor:
-    """Mean of the rows of ``z`` per ``owner`` index: ``[n, D]``."""
-    n = int(n if n is not None else int(owner.max()) + 1)
-    owner = owner.to(z.device)
-    total = torch.zeros(n, z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, owner, z)
-    count = torch.bincount(owner, minlength=n).clamp_min(1).to(z.dtype)
-    return total / count[:, None]
 
 
 # --------------------------------------------------------------------------- identity without loading
@@ -1026,7 +1022,15 @@ class LGDEA(ModelAdapter):
                         owner = [k for k, v in enumerate(views) for _ in v]
                     else:
                         units, owner = [" ".join(v) for v in views], list(range(len(views)))
-                    ids, mask = tokenizer.encode(units, max_length=max_len)
+                    texts, s_owner = [], []
+                    if per_image > 0:  # a few single sentences of each paired report as extra captions
+                        for k, i in enumerate(p_idx):
+                            chosen = torch.randperm(len(sentences[i]), generator=gen)[:per_image].tolist()
+                            texts.extend(sentences[i][j] for j in chosen)
+                            s_owner.extend([k] * len(chosen))
+                    # one text-tower pass over the distinct texts of the batch (reports' sentences and captions)
+                    distinct, (unit_rows, sent_rows) = distinct_texts(units, texts)
+                    ids, mask = tokenizer.encode(distinct, max_length=max_len)
                     keys = [reports[i] for i in r_idx]
                     # global relation: paired image k <-> its report, and any report with the same text
                     y_global = torch.tensor(
@@ -1036,20 +1040,17 @@ class LGDEA(ModelAdapter):
                         "images": pre.normalize(x),
                         "ids": ids,
                         "mask": mask,
+                        "unit_rows": unit_rows,
                         "owner": torch.tensor(owner, dtype=torch.long),
                         "n_paired": torch.tensor(len(p_idx)),
                         "y_global": y_global,
                         **bank.batch(r_idx),
                     }
-                    if per_image > 0:  # a few single sentences of each paired report as extra captions
-                        texts, s_owner = [], []
-                        for k, i in enumerate(p_idx):
-                            chosen = torch.randperm(len(sentences[i]), generator=gen)[:per_image].tolist()
-                            texts.extend(sentences[i][j] for j in chosen)
-                            s_owner.extend([k] * len(chosen))
-                        s_ids, s_mask = tokenizer.encode(texts, max_length=max_len)
-                        batch["sent_ids"], batch["sent_mask"] = s_ids, s_mask
-                        batch["sent_positives"] = caption_positives(torch.tensor(s_owner), s_ids, s_mask, len(p_idx))
+                    if texts:
+                        batch["sent_rows"] = sent_rows
+                        batch["sent_positives"] = caption_positives(
+                            torch.tensor(s_owner), ids[sent_rows], mask[sent_rows], len(p_idx)
+                        )
                     yield batch
 
             return batches
@@ -1060,15 +1061,18 @@ class LGDEA(ModelAdapter):
             feats = m.image_features(batch["images"])
             b_img = feats["global"].shape[0]
             n_p = int(batch["n_paired"])
-            report = m.encode_text(batch["ids"], batch["mask"], batch["owner"], batch["y_global"].shape[1])
+            text_z = m.text_features(batch["ids"], batch["mask"])  # each distinct text once
+            report = F.normalize(
+                pool_rows(text_z[batch["unit_rows"]], batch["owner"], batch["y_global"].shape[1]), dim=-1
+            )
             mu = m.prototypes
             out: dict[str, torch.Tensor] = {}
             total = feats["global"].sum() * 0.0
             if hp["use_rec"]:
                 z_rows = m.encode_evidence(batch["ev_ids"], batch["ev_mask"])
                 z = z_rows[batch["ev_row"]]  # one row per (report, phrase) occurrence
-                h_rep = F.normalize(_pool_rows(z, batch["ev_owner"], report.shape[0]), dim=-1)  # eq. 13
-                q_rep = _pool_rows(prototype_assignment(z, mu, m.tau_t), batch["ev_owner"], report.shape[0])  # eq. 8
+                h_rep = F.normalize(pool_rows(z, batch["ev_owner"], report.shape[0]), dim=-1)  # eq. 13
+                q_rep = pool_rows(prototype_assignment(z, mu, m.tau_t), batch["ev_owner"], report.shape[0])  # eq. 8
                 rec = prototype_reconstruction_loss(z, mu, m.tau_t, hp["rec_reduction"])  # eq. 5
                 out["rec"] = rec.detach()
                 total = total + weights["rec_weight"] * rec
@@ -1078,8 +1082,8 @@ class LGDEA(ModelAdapter):
             q_les = prototype_assignment(feats["lesion_emb"], mu, m.tau_p)  # eq. 6, [B, L, K]
             if hp["use_global"]:
                 lg = evidence_alignment_loss(feats["global"], report, batch["y_global"], m.scale())  # eq. 1
-                if "sent_ids" in batch:  # the same loss with single report sentences as captions
-                    sent = m.encode_text(batch["sent_ids"], batch["sent_mask"])
+                if "sent_rows" in batch:  # the same loss with single report sentences as captions
+                    sent = F.normalize(text_z[batch["sent_rows"]], dim=-1)
                     ls = evidence_alignment_loss(feats["global"][:n_p], sent, batch["sent_positives"], m.scale())
                     out["sentence"] = ls.detach()
                     lg = lg + hp["sentence_loss_weight"] * ls

@@ -107,6 +107,7 @@ from models.components.mllm import (
     frozen,
     lm_hidden_size,
 )
+from models.components.text_batch import pool_rows
 from models.components.tokenizer import TextTokenizer
 from models.components.trainer import (
     CONFIG_FILE,
@@ -473,14 +474,6 @@ def pad_rows(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> tuple[
         ids_t[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         kinds_t[b, : len(kinds)] = torch.tensor(kinds, dtype=torch.long)
     return ids_t, kinds_t
-
-
-def pool_rows(z: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
-    """Mean of the rows of ``z [S, K]`` that belong to each of ``n`` texts (``owner [S]``): ``[n, K]``."""
-    owner = owner.to(z.device)
-    total = torch.zeros(n, z.shape[1], dtype=z.dtype, device=z.device).index_add(0, owner, z)
-    count = torch.bincount(owner, minlength=n).clamp_min(1).to(z.dtype)
-    return total / count[:, None]
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
