@@ -587,3 +587,53 @@ def test_checkpoint_errors_name_the_directory_and_file(tmp_path):
         trainer.load_checkpoint(ck, torch.nn.Linear(2, 3))
     with pytest.raises(BenchError, match="not JSON-serialisable"):
         trainer.save_checkpoint(ck, torch.nn.Linear(2, 2), {"f": object()})
+
+
+# --------------------------------------------------------------------------- text_batch
+
+
+def test_distinct_texts_give_the_embeddings_and_gradients_of_every_occurrence():
+    """Training encodes each distinct text of a batch once: the pooled report embeddings, the sentence captions and
+    the gradients equal those of encoding every occurrence (clip-baseline's tiny text tower)."""
+    import torch.nn.functional as F
+
+    from models.components.text_batch import distinct_texts, pool_rows, sentence_captions
+    from models.reference.clip_baseline import ClipModel, build_config
+
+    sentences = [
+        ["No pneumothorax.", "Mild cardiomegaly."],
+        ["No pneumothorax.", "The lungs are clear."],
+        ["Mild cardiomegaly."],
+    ]
+    units = [u for s in sentences for u in s]
+    owner = torch.tensor([k for k, s in enumerate(sentences) for _ in s])
+    captions, cap_owner = sentence_captions(sentences, [0, 1, 2], 1, torch.Generator().manual_seed(3))
+    assert cap_owner == [0, 1, 2] and all(c in sentences[k] for c, k in zip(captions, cap_owner))
+    assert sentence_captions(sentences, [0, 1, 2], 0, torch.Generator()) == ([], [])
+
+    tok = tokenizer.TextTokenizer.train(units * 4, vocab_size=120, kind="wordpiece")
+    torch.manual_seed(0)
+    model = ClipModel(build_config("tiny", tok.vocab_size))
+    params = list(model.text.parameters()) + list(model.text_proj.parameters())
+
+    def every_occurrence():
+        ids, mask = tok.encode(units, 64)
+        c_ids, c_mask = tok.encode(captions, 64)
+        return model.encode_text(ids, mask, owner, 3), model.encode_text(c_ids, c_mask)
+
+    def distinct_once():
+        distinct, (rows, cap_rows) = distinct_texts(units, captions)
+        assert len(distinct) == 3 and rows.tolist() == [0, 1, 0, 2, 1]  # 5 sentences, 3 distinct
+        z = model.text_features(*tok.encode(distinct, 64))
+        return F.normalize(pool_rows(z[rows], owner, 3), dim=-1), F.normalize(z[cap_rows], dim=-1)
+
+    results = []
+    for encode in (every_occurrence, distinct_once):
+        reports, caps = encode()
+        loss = (reports @ caps.t()).exp().sum()  # touches every embedding
+        results.append((reports.detach(), caps.detach(), torch.autograd.grad(loss, params)))
+    (r1, c1, g1), (r2, c2, g2) = results
+    assert torch.allclose(r1, r2, atol=1e-6) and torch.allclose(c1, c2, atol=1e-6)
+    for a, b in zip(g1, g2):  # float32 sums in another order: equal to 1e-4 of the gradient's scale
+        assert float((a - b).abs().max()) <= 1e-4 * float(a.abs().max()) + 1e-7
+    assert max(float(g.abs().max()) for g in g1) > 1e-3  # the gradients compared are not all zero

@@ -21,6 +21,22 @@ def distinct_texts(*groups: Sequence[str]) -> tuple[list[str], list[torch.Tensor
     return list(rows), index
 
 
+def sentence_captions(
+    sentences: Sequence[Sequence[str]], reports: Sequence[int], per_report: int, generator: torch.Generator
+) -> tuple[list[str], list[int]]:
+    """Up to ``per_report`` random sentences of each report ``reports[k]`` (``sentences[i]``: report ``i``'s), as
+    extra captions: the sentences and, for each, the position ``k`` of its report in the batch."""
+    texts: list[str] = []
+    owner: list[int] = []
+    if per_report <= 0:
+        return texts, owner
+    for k, i in enumerate(reports):
+        chosen = torch.randperm(len(sentences[i]), generator=generator)[:per_report].tolist()
+        texts.extend(sentences[i][j] for j in chosen)
+        owner.extend([k] * len(chosen))
+    return texts, owner
+
+
 def pool_rows(z: torch.Tensor, owner: torch.Tensor, n: int | None = None) -> torch.Tensor:
     """Mean of the rows of ``z`` per ``owner`` index: ``[n, D]`` (an index without rows gives zeros)."""
     n = int(n if n is not None else int(owner.max()) + 1)

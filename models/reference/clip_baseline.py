@@ -50,7 +50,7 @@ from models.components.devices import resolve_device
 from models.components.identity import bytes_fingerprint, files_fingerprint
 from models.components.image_preprocess import ImagePreprocessor, TrainAugment
 from models.components.projector import LinearProjector
-from models.components.text_batch import distinct_texts, pool_rows
+from models.components.text_batch import distinct_texts, pool_rows, sentence_captions
 from models.components.text_encoder import TextEncoderConfig, TextTransformer
 from models.components.tokenizer import TextTokenizer
 from models.components.trainer import (
@@ -580,12 +580,7 @@ class ClipBaseline(ModelAdapter):
                 units, owner = ([u for v in views for u in v], [k for k, v in enumerate(views) for _ in v])
                 if not pooling:
                     units, owner = [" ".join(v) for v in views], list(range(len(idx)))
-                texts, s_owner = [], []
-                if per_image > 0:  # a few random sentences of each report as extra captions
-                    for k, i in enumerate(idx):
-                        chosen = torch.randperm(len(sentences[i]), generator=gen)[:per_image].tolist()
-                        texts.extend(sentences[i][j] for j in chosen)
-                        s_owner.extend([k] * len(chosen))
+                texts, s_owner = sentence_captions(sentences, idx, per_image, gen)
                 # one text-tower pass over the distinct texts of the batch (reports' sentences and captions)
                 distinct, (unit_rows, sent_rows) = distinct_texts(units, texts)
                 ids, mask = tokenizer.encode(distinct, max_length=max_len)

@@ -112,7 +112,7 @@ from models.components.devices import resolve_device
 from models.components.identity import bytes_fingerprint
 from models.components.image_preprocess import ImagePreprocessor, TrainAugment
 from models.components.projector import LinearProjector
-from models.components.text_batch import distinct_texts, pool_rows
+from models.components.text_batch import distinct_texts, pool_rows, sentence_captions
 from models.components.text_encoder import TextEncoderConfig, TextTransformer
 from models.components.tokenizer import TextTokenizer
 from models.components.trainer import (
@@ -1022,12 +1022,7 @@ class LGDEA(ModelAdapter):
                         owner = [k for k, v in enumerate(views) for _ in v]
                     else:
                         units, owner = [" ".join(v) for v in views], list(range(len(views)))
-                    texts, s_owner = [], []
-                    if per_image > 0:  # a few single sentences of each paired report as extra captions
-                        for k, i in enumerate(p_idx):
-                            chosen = torch.randperm(len(sentences[i]), generator=gen)[:per_image].tolist()
-                            texts.extend(sentences[i][j] for j in chosen)
-                            s_owner.extend([k] * len(chosen))
+                    texts, s_owner = sentence_captions(sentences, p_idx, per_image, gen)
                     # one text-tower pass over the distinct texts of the batch (reports' sentences and captions)
                     distinct, (unit_rows, sent_rows) = distinct_texts(units, texts)
                     ids, mask = tokenizer.encode(distinct, max_length=max_len)
