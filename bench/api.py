@@ -429,7 +429,7 @@ def trained_checkpoint(directory: Path) -> Mapping[str, Any] | None:
 
 # Fine-tuning trains a head per fraction and seed and, in its full variants, the whole encoder: the linear
 # probes (plain and Scratch, 1 / 10 / 100 %) cost seconds, so the demo runs them for the steps marked
-# ``finetune``; full fine-tuning (plain and Scratch) costs minutes per fraction on a CPU (about 8 minutes for the
+# ``finetune``; full fine-tuning (plain and Scratch) costs minutes per fraction on a CPU (about 10.5 minutes for the
 # six tasks with the tiny clip-baseline on 2 cores), so it runs only with ``all_tasks`` (`bench demo --all-tasks`).
 FINETUNE = "finetune"
 

@@ -446,7 +446,7 @@ def leaderboard_cmd(runs_dirs: tuple[str, ...], output: str, reported: bool, tit
 @click.option(
     "--all-tasks",
     is_flag=True,
-    help="Also full fine-tuning (and its Scratch baseline) at 1/10/100 %: every synthcxr task, about 8 minutes "
+    help="Also full fine-tuning (and its Scratch baseline) at 1/10/100 %: every synthcxr task, about 10 minutes "
     "more on a 2-core CPU.",
 )
 def demo_cmd(
