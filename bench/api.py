@@ -434,10 +434,6 @@ def trained_checkpoint(directory: Path) -> Mapping[str, Any] | None:
 FINETUNE = "finetune"
 
 
-def _is_full_finetuning(spec: TaskSpec) -> bool:
-    return spec.protocol == FINETUNE and spec.options.get("mode") == "full"
-
-
 def demo_tasks(model: str, reg: Registry | None = None, finetune: str = "none") -> list[str]:
     """Every implemented synthcxr task the model's capabilities support; of the fine-tuning tasks, none
     (``finetune="none"``), the linear probes (``"linear"``) or all of them (``"all"``)."""
@@ -447,9 +443,9 @@ def demo_tasks(model: str, reg: Registry | None = None, finetune: str = "none") 
     caps = reg.models[model].capabilities
 
     def wanted(t: TaskSpec) -> bool:
-        if t.protocol != FINETUNE:
+        if t.protocol != FINETUNE or finetune == "all":
             return True
-        return finetune == "all" or (finetune == "linear" and not _is_full_finetuning(t))
+        return finetune == "linear" and t.options.get("mode") != "full"
 
     return [
         name
@@ -461,9 +457,9 @@ def demo_tasks(model: str, reg: Registry | None = None, finetune: str = "none") 
 def demo_left_out(reg: Registry | None = None, models: Sequence[str] | None = None) -> list[str]:
     """The synthcxr tasks a plain demo (without ``all_tasks``) leaves out: full fine-tuning."""
     reg = reg or registry()
-    plain = {t for step in demo_plan(reg, models) for t in _step_tasks(step, reg, all_tasks=False)}
-    everything = {t for step in demo_plan(reg, models) for t in _step_tasks(step, reg, all_tasks=True)}
-    return sorted(everything - plain)
+    plan = demo_plan(reg, models)
+    plain = {t for step in plan for t in _step_tasks(step, reg, all_tasks=False)}
+    return sorted({t for step in plan for t in _step_tasks(step, reg, all_tasks=True)} - plain)
 
 
 def _step_tasks(step: DemoStep, reg: Registry, all_tasks: bool) -> list[str]:
